@@ -1,0 +1,33 @@
+# tinybert — `make demo` runs the end-to-end job on ../shared; `make test` runs the tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test lint format demo bench clean
+
+setup: $(STAMP)
+
+# Re-install only when the dependency list changes: a second `make setup` is near-instant.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
+
+format: setup
+	$(BIN)/ruff check --fix src tests bench scripts
+	$(BIN)/ruff format src tests bench scripts
+
+demo: setup
+	$(BIN)/python -u scripts/demo.py
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

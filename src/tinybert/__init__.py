@@ -1,0 +1,3 @@
+"""tinybert: two-stage transformer distillation of BERT into TinyBERT students."""
+
+__version__ = "0.1.0"

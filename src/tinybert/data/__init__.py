@@ -1,0 +1,32 @@
+"""tinybert.data: task files -> examples -> token ids -> padded batches.
+
+task = get_task("sst2")
+examples, n_skipped = read_examples(task, "glue/SST-2/train.tsv")
+tok = load_tokenizer("models/teacher")
+train = encode_examples(tok, examples, task, max_seq_length=128)
+batches = batch_order(train.lengths, 32, shuffle=True, seed=0, epoch=0, group_by_length=True)
+batch = collate([train[i] for i in batches[0]], pad_id=tokenizer_info(tok)[1])
+"""
+
+from tinybert.data.batching import batch_order, collate
+from tinybert.data.tasks import KNOWN_TASKS, Example, TaskSpec, get_task, read_examples
+from tinybert.data.tokenization import (
+    TaskDataset,
+    encode_examples,
+    load_tokenizer,
+    tokenizer_info,
+)
+
+__all__ = [
+    "KNOWN_TASKS",
+    "Example",
+    "TaskDataset",
+    "TaskSpec",
+    "batch_order",
+    "collate",
+    "encode_examples",
+    "get_task",
+    "load_tokenizer",
+    "read_examples",
+    "tokenizer_info",
+]

@@ -1,0 +1,332 @@
+"""The one training loop, shared by teacher fine-tuning and both task-distillation phases.
+
+What changes between those jobs is only the loss function handed in (see `objectives.py`); the
+loop owns batching, accumulation, mixed precision, clipping, the schedule, evaluation, the best
+checkpoint, rotation of step checkpoints, logging, and exact resume.
+
+Exact resume: the batch order of every epoch is a pure function of (seed, epoch), the position is
+counted in micro-batches, and the RNG state (dropout) is saved with the weights, optimizer and
+scheduler, so a resumed run takes the same steps as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from tinybert.config import TrainConfig
+from tinybert.data import batch_order
+from tinybert.distill import checkpoint as ckpt
+from tinybert.distill.optim import build_optimizer, linear_schedule
+from tinybert.errors import UserError
+
+Batch = dict[str, torch.Tensor]
+LossFn = Callable[[Batch], tuple[torch.Tensor, dict[str, float]]]
+
+
+@dataclass
+class Position:
+    """Where training is: optimizer steps done, and micro-batches consumed in the current epoch."""
+
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0
+    best_metric: float | None = None
+    best_step: int | None = None
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    final_dir: Path
+    best_dir: Path | None
+    best_metric: float | None
+    best_step: int | None
+    last_eval: dict[str, float] | None
+
+
+class MetricsLog:
+    """Append-only JSONL file: one object per logging step or evaluation."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, record: dict) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device '{name}' asked for, but no CUDA GPU is visible; use device=cpu")
+    return device
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16/fp16 autocast for forward passes; fp32 runs as is."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class Trainer:
+    """Runs one training stage. `collate(indices)` builds a batch; `loss_fn(batch)` scores it.
+
+    `model` is what gets saved as a Hugging Face directory (via `save_model(model, dir)`);
+    `extra` holds other trainable modules (e.g. hidden-state projections) kept in the state file.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        *,
+        model: nn.Module,
+        loss_fn: LossFn,
+        lengths: Sequence[int],
+        collate: Callable[[list[int]], Batch],
+        out_dir: str | Path,
+        save_model: Callable[[nn.Module, Path], None],
+        extra: nn.Module | None = None,
+        evaluate: Callable[[], dict[str, float]] | None = None,
+        main_metric: str | None = None,
+        device: torch.device | None = None,
+        seed: int = 42,
+        desc: str = "train",
+    ):
+        if cfg.precision == "fp16" and (device is None or device.type != "cuda"):
+            raise UserError("precision=fp16 needs a CUDA GPU; on CPU use precision=bf16 or fp32")
+        if not lengths:
+            raise UserError(f"{desc}: the training set is empty")
+        self.cfg, self.model, self.extra, self.loss_fn = cfg, model, extra, loss_fn
+        self.lengths, self.collate, self.save_model = list(lengths), collate, save_model
+        self.evaluate, self.main_metric = evaluate, main_metric
+        self.device = device or torch.device("cpu")
+        self.seed, self.desc = seed, desc
+        self.out_dir = Path(out_dir)
+        self.log = MetricsLog(self.out_dir / "metrics.jsonl")
+        self.pos = Position()
+        self.modules = [m for m in (model, extra) if m is not None]
+        self.params = [p for m in self.modules for p in m.parameters() if p.requires_grad]
+        self.batches_per_epoch = math.ceil(len(self.lengths) / cfg.batch_size)
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.grad_accum)
+        self.total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
+        self.optimizer = build_optimizer(self.modules, cfg)
+        self.scheduler = linear_schedule(self.optimizer, self.total_steps, cfg.warmup_ratio)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
+        self.skipped_steps = 0
+        self.last_eval: dict[str, float] | None = None
+
+    # ------------------------------------------------------------------ the loop
+
+    def fit(self, resume: str | Path | None = None) -> TrainResult:
+        """Train to `total_steps`, resuming from a checkpoint dir (or "auto") if given."""
+        if not self._restore(resume):
+            torch.manual_seed(self.seed)
+        for m in self.modules:
+            m.train()
+        bar = tqdm(total=self.total_steps, initial=self.pos.step, desc=self.desc, unit="step")
+        evaluated_at = -1
+        try:
+            while self.pos.step < self.total_steps:
+                for group in self._groups_left_in_epoch():
+                    stats = self._step(group)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{stats['loss']:.4f}")
+                    self._maybe_log(stats)
+                    if self.cfg.eval_steps and self.pos.step % self.cfg.eval_steps == 0:
+                        self._evaluate()
+                        evaluated_at = self.pos.step
+                    if self.cfg.save_steps and self.pos.step % self.cfg.save_steps == 0:
+                        self._save_step_checkpoint()
+                    if self.pos.step >= self.total_steps:
+                        break
+                else:  # the epoch ran out of batches
+                    self.pos.epoch, self.pos.batch = self.pos.epoch + 1, 0
+                    if evaluated_at != self.pos.step:
+                        self._evaluate()
+                        evaluated_at = self.pos.step
+        except KeyboardInterrupt:
+            self._save_step_checkpoint()
+            raise UserError(
+                f"{self.desc}: interrupted at step {self.pos.step}; a checkpoint was saved in "
+                f"{self.out_dir} — run the same command with resume=auto to continue"
+            ) from None
+        finally:
+            bar.close()
+        if evaluated_at != self.pos.step:
+            self._evaluate()
+        return self._finish()
+
+    def _groups_left_in_epoch(self) -> Iterator[list[list[int]]]:
+        """Micro-batch groups (one optimizer step each) of the current epoch not yet consumed."""
+        order = batch_order(
+            self.lengths,
+            self.cfg.batch_size,
+            shuffle=True,
+            seed=self.seed,
+            epoch=self.pos.epoch,
+            group_by_length=self.cfg.group_by_length,
+        )
+        for start in range(self.pos.batch, len(order), self.cfg.grad_accum):
+            yield order[start : start + self.cfg.grad_accum]
+
+    def _step(self, group: list[list[int]]) -> dict[str, float]:
+        """One optimizer step over `group` micro-batches (gradient accumulation)."""
+        t0 = time.perf_counter()
+        totals: dict[str, float] = {}
+        examples = 0
+        for indices in group:
+            batch = {
+                k: v.to(self.device, non_blocking=True) for k, v in self.collate(indices).items()
+            }
+            with autocast(self.device, self.cfg.precision):
+                loss, parts = self.loss_fn(batch)
+            if not torch.isfinite(loss):
+                raise UserError(
+                    f"{self.desc}: loss became {loss.item()} at step {self.pos.step + 1}; "
+                    "lower the learning rate or use precision=fp32"
+                )
+            self.scaler.scale(loss / len(group)).backward()
+            for key, value in {"loss": loss.item(), **parts}.items():
+                totals[key] = totals.get(key, 0.0) + value / len(group)
+            examples += len(indices)
+        self.scaler.unscale_(self.optimizer)
+        max_norm = self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+        scale_before = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.scaler.is_enabled() and self.scaler.get_scale() < scale_before:
+            self.skipped_steps += 1  # fp16 overflow: the step was skipped, the scale halved
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.pos.step += 1
+        self.pos.batch += len(group)
+        elapsed = time.perf_counter() - t0
+        return {**totals, "grad_norm": float(grad_norm), "examples_per_s": examples / elapsed}
+
+    # ------------------------------------------------------------------ logging and evaluation
+
+    def _maybe_log(self, stats: dict[str, float]) -> None:
+        if self.pos.step % max(1, self.cfg.log_steps) and self.pos.step != self.total_steps:
+            return
+        record = {
+            "step": self.pos.step,
+            "epoch": round(self.pos.epoch + self.pos.batch / self.batches_per_epoch, 4),
+            "lr": self.scheduler.get_last_lr()[0],
+            **{k: round(v, 6) for k, v in stats.items()},
+        }
+        if self.scaler.is_enabled():
+            record.update(loss_scale=self.scaler.get_scale(), skipped_steps=self.skipped_steps)
+        self.log.write(record)
+
+    def _evaluate(self) -> None:
+        if self.evaluate is None:
+            return
+        for m in self.modules:
+            m.eval()
+        with torch.no_grad(), autocast(self.device, self.cfg.precision):
+            metrics = self.evaluate()
+        for m in self.modules:
+            m.train()
+        self.last_eval = metrics
+        self.log.write({"step": self.pos.step, "eval": metrics})
+        value = metrics.get(self.main_metric) if self.main_metric else None
+        if value is None:
+            return
+        if self.pos.best_metric is None or value > self.pos.best_metric:
+            self.pos.best_metric, self.pos.best_step = value, self.pos.step
+            ckpt.write_atomic(self.out_dir / "best", lambda d: self.save_model(self.model, d))
+        tqdm.write(
+            f"{self.desc} step {self.pos.step}: {self.main_metric} = {value:.4f}; "
+            f"best {self.main_metric} = {self.pos.best_metric:.4f} at step {self.pos.best_step}"
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _state(self) -> dict:
+        state = {
+            "position": asdict(self.pos),
+            "model": self.model.state_dict(),
+            "extra": self.extra.state_dict() if self.extra is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "skipped_steps": self.skipped_steps,
+            "total_steps": self.total_steps,
+            "rng_cpu": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available():
+            state["rng_cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def _write_checkpoint(self, target: Path) -> None:
+        def write(tmp: Path) -> None:
+            self.save_model(self.model, tmp)
+            ckpt.save_state(tmp, self._state())
+
+        ckpt.write_atomic(target, write)
+
+    def _save_step_checkpoint(self) -> None:
+        self._write_checkpoint(self.out_dir / f"checkpoint-{self.pos.step}")
+        ckpt.rotate(self.out_dir, self.cfg.max_checkpoints)
+
+    def _finish(self) -> TrainResult:
+        final = self.out_dir / "final"
+        self._write_checkpoint(final)
+        self.log.write({"step": self.pos.step, "done": True, "best_metric": self.pos.best_metric})
+        best = self.out_dir / "best"
+        return TrainResult(
+            steps=self.pos.step,
+            final_dir=final,
+            best_dir=best if best.is_dir() else None,
+            best_metric=self.pos.best_metric,
+            best_step=self.pos.best_step,
+            last_eval=self.last_eval,
+        )
+
+    def _restore(self, resume: str | Path | None) -> bool:
+        """Load a checkpoint's full state. Returns False when there is nothing to resume."""
+        if resume is None:
+            return False
+        if str(resume) == "auto":
+            found = ckpt.step_checkpoints(self.out_dir)
+            if not found:
+                return False
+            resume = found[-1]
+        path = Path(resume)
+        if not (path / ckpt.STATE_FILE).is_file():
+            raise UserError(f"resume: {path} is not a checkpoint (no {ckpt.STATE_FILE} in it)")
+        state = ckpt.load_state(path)
+        if state["total_steps"] != self.total_steps:
+            raise UserError(
+                f"resume: {path} was made for {state['total_steps']} steps but this run has "
+                f"{self.total_steps}; resume with the same epochs, batch_size and grad_accum"
+            )
+        self.model.load_state_dict(state["model"])
+        if self.extra is not None:
+            self.extra.load_state_dict(state["extra"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.skipped_steps = state["skipped_steps"]
+        self.pos = Position(**state["position"])
+        torch.set_rng_state(state["rng_cpu"])
+        if "rng_cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        tqdm.write(f"{self.desc}: resumed from {path} at step {self.pos.step}")
+        return True

@@ -1,0 +1,135 @@
+"""What one training stage optimises: a callable `batch -> (loss, logged parts)` for the loop.
+
+- `SupervisedLoss`: fine-tuning a teacher on gold labels (cross-entropy, or MSE for regression).
+- `IntermediateLoss`: TD phase 1 (and GD) — attention scores, hidden states, embeddings.
+- `PredictionLoss`: TD phase 2 — soft cross-entropy to the teacher's logits (MSE for regression),
+  with the teacher's logits computed once up front (see `teacher_logits`).
+
+Which one runs is configuration (`distill.phases`), never a mode flag inside the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tinybert.config import DistillConfig
+from tinybert.distill.losses import attention_loss, hidden_loss, logit_mse, soft_cross_entropy
+from tinybert.distill.projection import HiddenProjection
+
+Batch = dict[str, torch.Tensor]
+
+
+def _inputs(batch: Batch) -> dict[str, torch.Tensor]:
+    return {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+
+
+class SupervisedLoss:
+    """Gold-label loss for fine-tuning: CE over classes, or MSE for one regression output."""
+
+    def __init__(self, model: nn.Module, regression: bool):
+        self.model, self.regression = model, regression
+
+    def __call__(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        logits = self.model(**_inputs(batch)).logits.float()  # (B, C)
+        if self.regression:
+            return F.mse_loss(logits.squeeze(-1), batch["labels"].float()), {}
+        return F.cross_entropy(logits, batch["labels"]), {}
+
+
+class IntermediateLoss:
+    """TinyBERT's intermediate-layer loss (eqs. 7-10 of the paper), summed over mapped layers.
+
+    Student layer i learns from teacher layer `layer_map[i-1]` (1-based; hidden state 0 is the
+    embedding output, mapped 0 <- 0). Hidden states pass through the learned `projection` to the
+    teacher's width first. The teacher runs frozen, in eval mode, without gradients.
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        projection: HiddenProjection,
+        layer_map: list[int],
+        cfg: DistillConfig,
+    ):
+        self.student, self.teacher, self.projection = student, teacher, projection
+        self.layer_map, self.cfg = layer_map, cfg
+
+    def __call__(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        want_att = self.cfg.attention_weight > 0
+        inputs = _inputs(batch)
+        mask, mode = batch["attention_mask"], self.cfg.loss_mode
+        with torch.no_grad():
+            t = self.teacher.bert(
+                **inputs, output_hidden_states=True, output_attention_scores=want_att
+            )
+        s = self.student.bert(**inputs, output_hidden_states=True, output_attention_scores=want_att)
+        zero = s.hidden_states[0].new_zeros((), dtype=torch.float32)
+        att = zero
+        if want_att:
+            for i, j in enumerate(self.layer_map):
+                att = att + attention_loss(
+                    s.attention_scores[i], t.attention_scores[j - 1], mask, mode
+                )
+        hid = zero
+        for i, j in enumerate(self.layer_map, start=1):
+            hid = hid + hidden_loss(
+                self.projection(s.hidden_states[i], i), t.hidden_states[j], mask, mode
+            )
+        emb = hidden_loss(self.projection(s.hidden_states[0], 0), t.hidden_states[0], mask, mode)
+        c = self.cfg
+        loss = c.attention_weight * att + c.hidden_weight * hid + c.embedding_weight * emb
+        return loss, {"att_loss": att.item(), "hid_loss": hid.item(), "emb_loss": emb.item()}
+
+
+class PredictionLoss:
+    """TD phase 2: match the teacher's (cached) logits. `batch["index"]` picks each row's logits."""
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher_logits: torch.Tensor,
+        cfg: DistillConfig,
+        regression: bool,
+    ):
+        self.student, self.teacher_logits = student, teacher_logits  # (N, C), on CPU
+        self.cfg, self.regression = cfg, regression
+
+    def __call__(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        s = self.student(**_inputs(batch)).logits.float()
+        t = self.teacher_logits[batch["index"].cpu()].to(s.device)
+        if self.regression:
+            return logit_mse(s, t), {}
+        return soft_cross_entropy(s, t, self.cfg.temperature, self.cfg.scale_by_t2), {}
+
+
+@torch.no_grad()
+def teacher_logits(
+    teacher: nn.Module,
+    lengths: list[int],
+    collate: Callable[[list[int]], Batch],
+    batch_size: int,
+    device: torch.device,
+    amp: Callable[[], contextlib.AbstractContextManager],
+) -> torch.Tensor:
+    """Run the teacher once over the training set and return its logits, (N, C) float32 on CPU.
+
+    They never change during phase 2, so caching saves one teacher forward per step. Examples
+    are visited shortest first (little padding) and the rows put back in dataset order.
+    """
+    teacher.eval()
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    rows: list[torch.Tensor] = [torch.empty(0)] * len(lengths)
+    for start in range(0, len(order), batch_size):
+        indices = order[start : start + batch_size]
+        batch = collate(indices)
+        with amp():
+            logits = teacher(**{k: v.to(device) for k, v in _inputs(batch).items()}).logits
+        for i, row in zip(indices, logits.float().cpu(), strict=True):
+            rows[i] = row
+    return torch.stack(rows)

@@ -1,0 +1,276 @@
+"""Read and write Hugging Face BERT model directories (config.json + weights + tokenizer files).
+
+Loading is strict: every tensor of the model must be in the checkpoint with the right shape, and
+every tensor of the checkpoint must be used, except for two documented allowances:
+  - a task head (classifier, pooler) absent because the checkpoint is a bare or differently
+    headed encoder is freshly initialised, and the LoadReport says so;
+  - pre-training heads ("cls.*"), the position/token-type id buffers, a pooler the token head does
+    not use and a classifier the bare encoder does not use are skipped, and reported.
+Anything else fails with one UserError that lists every problem at once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from tinybert.errors import UserError
+from tinybert.model.bert import (
+    BertConfig,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    BertModel,
+)
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")  # in order of preference
+TOKENIZER_FILES = (
+    "vocab.txt",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+)
+HEADS: dict[str, type[nn.Module]] = {
+    "sequence": BertForSequenceClassification,
+    "token": BertForTokenClassification,
+    "encoder": BertModel,
+}
+# Checkpoint entries that are never model weights: MLM/NSP pre-training heads, id buffers.
+_SKIP = re.compile(r"^cls\.|embeddings\.(position_ids|token_type_ids)$")
+_POOLER, _CLASSIFIER = "bert.pooler.", "classifier."
+
+
+@dataclass
+class LoadReport:
+    """What load_model did besides copying tensors (names as in the model / the checkpoint)."""
+
+    initialised: list[str] = field(default_factory=list)  # model tensors not in the checkpoint
+    ignored: list[str] = field(default_factory=list)  # checkpoint tensors the model does not use
+
+
+def load_config(model_dir: str | Path) -> BertConfig:
+    """Read `model_dir`/config.json (an HF BERT config)."""
+    path = Path(model_dir) / CONFIG_FILE
+    if not Path(model_dir).is_dir():
+        raise UserError(f"model directory not found: {model_dir}")
+    if not path.is_file():
+        raise UserError(f"{path}: not found; a model directory needs an HF BERT config.json")
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    if not isinstance(d, dict):
+        raise UserError(f"{path}: expected a JSON object of config keys")
+    if d.get("model_type", "bert") != "bert":
+        raise UserError(
+            f"{path}: model_type is '{d['model_type']}'; only BERT models ('bert') are supported"
+        )
+    try:
+        return BertConfig.from_dict(d)
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
+    except (TypeError, ValueError) as e:  # e.g. an id2label key that is not a number
+        raise UserError(f"{path}: bad value ({e})") from None
+
+
+def load_model(
+    model_dir: str | Path,
+    head: Literal["sequence", "token", "encoder"] = "sequence",
+    num_labels: int | None = None,
+    id2label: Sequence[str] | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[nn.Module, LoadReport]:
+    """Build the model `head` asks for from `model_dir` and load its weights.
+
+    num_labels / id2label shape a head the checkpoint lacks; given for a checkpoint that has a
+    head, they must agree with it (a fine-tuned head cannot silently change meaning).
+    The model is returned in eval mode (dropout off), on the CPU, in `dtype`.
+    """
+    if head not in HEADS:
+        raise UserError(f"unknown model head '{head}'; use one of {sorted(HEADS)}")
+    config = load_config(model_dir)
+    weights_path, raw = _read_weights(Path(model_dir))
+    ckpt, ignored = _canonical(raw)
+    has_head = any(k.startswith(_CLASSIFIER) for k in ckpt)
+    if head != "encoder":
+        config = _head_config(config, head, has_head, num_labels, id2label, Path(model_dir))
+    model = HEADS[head](config)
+
+    # Compare in one naming: the head models' ("bert." prefix); the bare encoder has none.
+    prefix = "bert." if head == "encoder" else ""
+    own = {prefix + k: v for k, v in model.state_dict().items()}
+    absent = [g for g in (_POOLER, _CLASSIFIER) if not any(k.startswith(g) for k in ckpt)]
+    initialised = [k for k in own if k not in ckpt and k.startswith(tuple(absent))]
+    missing = [k for k in own if k not in ckpt and k not in initialised]
+    unused = [k for k in ckpt if k not in own]
+    # A pooler the token head drops, a classifier the bare encoder drops: fine, but reported.
+    ignored += [k for k in unused if k.startswith((_POOLER, _CLASSIFIER))]
+    unexpected = [k for k in unused if not k.startswith((_POOLER, _CLASSIFIER))]
+    wrong = [
+        f"{k}: model {tuple(v.shape)}, checkpoint {tuple(ckpt[k].shape)}"
+        for k, v in own.items()
+        if k in ckpt and ckpt[k].shape != v.shape
+    ]
+    if missing or unexpected or wrong:
+        raise UserError(_mismatch_message(weights_path, missing, unexpected, wrong))
+
+    state = {k[len(prefix) :]: ckpt.get(k, v) for k, v in own.items()}
+    model.load_state_dict(state, strict=True)
+    model.to(dtype).eval()  # like HF from_pretrained; training code calls .train()
+    return model, LoadReport(
+        initialised=[k[len(prefix) :] for k in initialised], ignored=sorted(ignored)
+    )
+
+
+def save_model(
+    model: nn.Module, out_dir: str | Path, tokenizer_dir: str | Path | None = None
+) -> None:
+    """Write `model` as an HF directory: config.json, model.safetensors, tokenizer files.
+
+    transformers' AutoModelFor{SequenceClassification,TokenClassification} / AutoModel load the
+    result with no missing or unexpected keys. Writes plain files into `out_dir` (created if
+    needed); making the directory appear atomically is the caller's job.
+    """
+    model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
+    if not isinstance(model, tuple(HEADS.values())):
+        raise TypeError(f"save_model expects a tinybert BERT model, got {type(model).__name__}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # contiguous CPU copies: safetensors refuses views and wants host memory
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, out / WEIGHTS_FILES[0], metadata={"format": "pt"})
+    config = model.config.to_dict(architecture=type(model).__name__)
+    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    if tokenizer_dir is not None:
+        _copy_tokenizer(Path(tokenizer_dir), out)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _read_weights(model_dir: Path) -> tuple[Path, dict[str, Tensor]]:
+    """The checkpoint's tensors by name, from a single file or an HF shard index."""
+    for name in WEIGHTS_FILES:
+        path, index = model_dir / name, model_dir / f"{name}.index.json"
+        if path.is_file():
+            return path, _read_file(path)
+        if index.is_file():
+            try:
+                shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            except (json.JSONDecodeError, KeyError, AttributeError) as e:
+                raise UserError(f"{index}: not a valid shard index ({e})") from None
+            state: dict[str, Tensor] = {}
+            for shard in shards:
+                state.update(_read_file(model_dir / shard))
+            return index, state
+    raise UserError(
+        f"{model_dir}: no weights file found (looked for {', '.join(WEIGHTS_FILES)}); "
+        "point to a directory saved by tinybert or transformers' save_pretrained"
+    )
+
+
+def _read_file(path: Path) -> dict[str, Tensor]:
+    if not path.is_file():
+        raise UserError(f"{path}: weights file not found")
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(path)
+        # weights_only: a .bin is a pickle; never run code from it
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt/truncated files raise many different types
+        raise UserError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: expected a state dict of tensors, found {type(state).__name__}")
+    return state
+
+
+def _canonical(raw: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+    """Rename checkpoint keys to head-model names ("bert.encoder..."), drop non-weights.
+
+    Handles bare-encoder keys ("encoder..." -> "bert.encoder...") and TF-era LayerNorm names
+    (gamma/beta -> weight/bias). Returns (tensors by canonical name, skipped original keys).
+    """
+    out, skipped = {}, []
+    for key, tensor in raw.items():
+        name = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", key)
+        name = re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", name)
+        if name.startswith(("embeddings.", "encoder.", "pooler.")):
+            name = "bert." + name
+        if _SKIP.search(name):
+            skipped.append(key)
+        else:
+            out[name] = tensor
+    return out, skipped
+
+
+def _head_config(
+    config: BertConfig,
+    head: str,
+    has_head: bool,
+    num_labels: int | None,
+    id2label: Sequence[str] | None,
+    model_dir: Path,
+) -> BertConfig:
+    """The config for the task head: the checkpoint's if it has one, else the one asked for."""
+    names = None if id2label is None else tuple(id2label)
+    if has_head:
+        if num_labels is not None and num_labels != config.num_labels:
+            raise UserError(
+                f"{model_dir} has a trained {config.num_labels}-label head but {num_labels} "
+                "labels were asked for; use a model fine-tuned on this task, or an encoder "
+                "checkpoint without a classifier"
+            )
+        if names is not None and config.id2label not in (None, names):
+            raise UserError(
+                f"{model_dir} was trained for labels {list(config.id2label)} but "
+                f"{list(names)} were asked for (order matters)"
+            )
+        if names is not None and len(names) != config.num_labels:
+            raise UserError(
+                f"{model_dir} has a {config.num_labels}-label head but {len(names)} label names "
+                f"were given: {list(names)}"
+            )
+        return replace(config, id2label=names or config.id2label)
+    n = num_labels or (len(names) if names is not None else config.num_labels)
+    if names is None and n == config.num_labels:
+        names = config.id2label
+    problem = None
+    if head == "sequence":
+        problem = "regression" if n == 1 else "single_label_classification"
+    return replace(config, num_labels=n, id2label=names, problem_type=problem)
+
+
+def _mismatch_message(path: Path, missing: list, unexpected: list, wrong: list) -> str:
+    lines = [f"{path}: the weights do not fit the model described by config.json:"]
+    if missing:
+        lines.append(f"  missing from the checkpoint ({len(missing)}): {', '.join(missing)}")
+    if unexpected:
+        lines.append(f"  not used by the model ({len(unexpected)}): {', '.join(unexpected)}")
+    if wrong:
+        lines.append(f"  wrong shape ({len(wrong)}):")
+        lines += [f"    {w}" for w in wrong]
+    lines.append(
+        "Fix: use the config.json saved with these weights (layers, sizes, vocabulary, labels)."
+    )
+    return "\n".join(lines)
+
+
+def _copy_tokenizer(src: Path, out: Path) -> None:
+    present = [src / n for n in TOKENIZER_FILES if (src / n).is_file()]
+    if not present:
+        raise UserError(
+            f"{src}: no tokenizer files to copy (looked for {', '.join(TOKENIZER_FILES)})"
+        )
+    for path in present:
+        if path.resolve() != (out / path.name).resolve():
+            shutil.copyfile(path, out / path.name)

@@ -1,0 +1,87 @@
+"""Units of the training loop: parameter groups, schedule, atomic checkpoints, rotation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tinybert.config import TrainConfig
+from tinybert.distill import checkpoint as ckpt
+from tinybert.distill.optim import linear_schedule, param_groups
+
+
+class Block(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.dense = torch.nn.Linear(4, 4)
+        self.LayerNorm = torch.nn.LayerNorm(4)
+
+
+def test_no_weight_decay_on_bias_and_layernorm():
+    block = Block()
+    decay, no_decay = param_groups([block], weight_decay=0.01)
+    assert decay["params"] == [block.dense.weight] and decay["weight_decay"] == 0.01
+    assert {id(p) for p in no_decay["params"]} == {
+        id(block.dense.bias),
+        id(block.LayerNorm.weight),
+        id(block.LayerNorm.bias),
+    }
+    assert no_decay["weight_decay"] == 0.0
+
+
+def test_linear_warmup_then_decay():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = linear_schedule(opt, total_steps=10, warmup_ratio=0.2)  # 2 warm-up steps
+    lrs = []
+    for _ in range(10):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert lrs[0] < lrs[1] < lrs[2] == pytest.approx(1.0)
+    assert lrs[2:] == sorted(lrs[2:], reverse=True) and lrs[-1] == pytest.approx(1 / 8)
+
+
+def test_write_atomic_replaces_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "best"
+    ckpt.write_atomic(target, lambda d: (d / "a.txt").write_text("1"))
+    ckpt.write_atomic(target, lambda d: (d / "a.txt").write_text("2"))
+    assert (target / "a.txt").read_text() == "2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+
+
+def test_failed_write_keeps_previous_checkpoint(tmp_path):
+    target = tmp_path / "best"
+    ckpt.write_atomic(target, lambda d: (d / "a.txt").write_text("good"))
+
+    def crash(d):
+        (d / "a.txt").write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        ckpt.write_atomic(target, crash)
+    assert (target / "a.txt").read_text() == "good"
+
+
+def test_rotation_keeps_newest_complete_checkpoints(tmp_path):
+    for step in (5, 10, 15, 20):
+        ckpt.write_atomic(tmp_path / f"checkpoint-{step}", lambda d: ckpt.save_state(d, {"s": 1}))
+    (tmp_path / "checkpoint-25").mkdir()  # incomplete: no state file, never picked for resume
+    ckpt.rotate(tmp_path, keep=2)
+    assert [p.name for p in ckpt.step_checkpoints(tmp_path)] == ["checkpoint-15", "checkpoint-20"]
+
+
+def test_fp16_on_cpu_is_a_clear_error():
+    from tinybert.distill.loop import Trainer
+    from tinybert.errors import UserError
+
+    with pytest.raises(UserError, match="fp16 needs a CUDA GPU"):
+        Trainer(
+            TrainConfig(precision="fp16"),
+            model=torch.nn.Linear(2, 2),
+            loss_fn=lambda b: None,
+            lengths=[1],
+            collate=lambda i: {},
+            out_dir=".",
+            save_model=lambda m, d: None,
+            device=torch.device("cpu"),
+        )

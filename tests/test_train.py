@@ -1,0 +1,172 @@
+"""End to end on tiny models: fine-tune, both TD phases, evaluate, and exact resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tinybert.cli import main
+from tinybert.config import TrainConfig, load_run_config
+from tinybert.distill import recipes
+from tinybert.distill.loop import Trainer
+from tinybert.errors import UserError
+
+from .conftest import TINY
+
+
+def overrides(tmp_path: Path, bert: Path, sst2: Path) -> list[str]:
+    return [
+        f"model={bert}",
+        f"teacher={tmp_path / 'out/teacher/best'}",
+        f"output_dir={tmp_path / 'out'}",
+        f"task.data_dir={sst2}",
+        "task.max_seq_length=16",
+        "student.num_hidden_layers=1",
+        "student.hidden_size=16",
+        f"student.num_attention_heads={TINY['num_attention_heads']}",
+        "student.intermediate_size=24",
+        "finetune.epochs=16",
+        "finetune.batch_size=8",
+        "finetune.lr=3e-3",
+        "finetune.eval_steps=24",
+        "finetune.save_steps=24",
+        "intermediate.epochs=1",
+        "intermediate.batch_size=8",
+        "prediction.epochs=2",
+        "prediction.batch_size=8",
+        "prediction.lr=1e-3",
+        "prediction.eval_steps=5",
+    ]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_finetune_distill_evaluate_end_to_end(tmp_path, tiny_bert_dir, sst2_dir, capsys):
+    args = overrides(tmp_path, tiny_bert_dir, sst2_dir)
+    assert main(["finetune", *args]) == 0
+    teacher = tmp_path / "out/teacher"
+    assert (teacher / "best/model.safetensors").is_file() and (teacher / "final").is_dir()
+    assert [p.name for p in sorted(teacher.glob("checkpoint-*"))] == [
+        "checkpoint-72",
+        "checkpoint-96",
+    ]
+    log = read_jsonl(teacher / "metrics.jsonl")
+    evals = [r["eval"]["accuracy"] for r in log if "eval" in r]
+    assert len(evals) == 16 and max(evals) >= 0.9  # the sentiment word decides the label
+    assert "best accuracy = " in capsys.readouterr().out
+
+    assert main(["task-distill", *args]) == 0
+    student = tmp_path / "out/student"
+    assert (student / "intermediate/final/model.safetensors").is_file()
+    assert (student / "prediction/best/config.json").is_file()
+    phase1 = read_jsonl(student / "intermediate/metrics.jsonl")
+    assert {"att_loss", "hid_loss", "emb_loss"} <= set(phase1[0])
+
+    out = tmp_path / "eval.json"
+    assert (
+        main(["evaluate", *args, f"--model={student / 'prediction/best'}", f"--output={out}"]) == 0
+    )
+    result = json.loads(out.read_text())
+    assert result["task"] == "sst2" and 0.0 <= result["accuracy"] <= 1.0
+    assert result["n_examples"] == 16  # every dev example counts
+
+
+def test_transformers_loads_the_student(tmp_path, tiny_bert_dir, sst2_dir):
+    transformers = pytest.importorskip("transformers")
+    args = overrides(tmp_path, tiny_bert_dir, sst2_dir)
+    assert main(["finetune", *args, "finetune.epochs=1"]) == 0
+    assert main(["task-distill", *args, "distill.phases=[prediction]"]) == 0
+    best = tmp_path / "out/student/prediction/best"
+    model, info = transformers.AutoModelForSequenceClassification.from_pretrained(
+        best, output_loading_info=True
+    )
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert model.config.id2label == {0: "0", 1: "1"}
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(path / "model.safetensors")
+
+
+def test_resume_equals_uninterrupted_run(tmp_path, tiny_bert_dir, sst2_dir):
+    """Kill-and-resume at a checkpoint gives bit-identical final weights."""
+    base = overrides(tmp_path, tiny_bert_dir, sst2_dir)
+    full = [*base, f"output_dir={tmp_path / 'full'}", "finetune.save_steps=5"]
+    assert main(["finetune", *full]) == 0
+    # A second run is interrupted in step 12 (Ctrl-C), then resumed from its newest checkpoint.
+    part = [*base, f"output_dir={tmp_path / 'part'}", "finetune.save_steps=5"]
+    _run_and_interrupt(load_run_config([], part), stop_after=12)
+    assert main(["finetune", *part, "resume=auto"]) == 0
+    a, b = _weights(tmp_path / "full/teacher/final"), _weights(tmp_path / "part/teacher/final")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _run_and_interrupt(cfg, stop_after: int) -> None:
+    """Run fine-tuning but raise KeyboardInterrupt in step `stop_after` (like Ctrl-C)."""
+    calls = {"n": 0}
+    original = recipes.SupervisedLoss.__call__
+
+    def interrupting(self, batch):
+        calls["n"] += 1
+        if calls["n"] == stop_after:
+            raise KeyboardInterrupt
+        return original(self, batch)
+
+    recipes.SupervisedLoss.__call__ = interrupting
+    try:
+        with pytest.raises(UserError, match="interrupted at step 11"):
+            recipes.run_finetune(cfg)
+    finally:
+        recipes.SupervisedLoss.__call__ = original
+
+
+def test_grad_accumulation_matches_bigger_batch():
+    """2 micro-batches of 4 accumulate to the same update as one batch of 8 (no dropout)."""
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 5), torch.randn(16)
+
+    def run(batch_size: int, accum: int) -> torch.Tensor:
+        torch.manual_seed(1)
+        model = torch.nn.Linear(5, 1)
+        cfg = TrainConfig(
+            epochs=1, batch_size=batch_size, grad_accum=accum, lr=0.1, group_by_length=False
+        )
+        loss_fn = lambda b: (((model(b["x"]).squeeze(-1) - b["y"]) ** 2).mean(), {})  # noqa: E731
+        trainer = Trainer(
+            cfg,
+            model=model,
+            loss_fn=loss_fn,
+            lengths=[1] * 16,
+            collate=lambda idx: {"x": x[idx], "y": y[idx]},
+            out_dir=Path("/tmp/unused"),
+            save_model=lambda m, d: None,
+        )
+        trainer._restore(None)
+        from tinybert.data import batch_order
+
+        order = batch_order([1] * 16, batch_size, True, 42, 0, False)
+        for start in range(0, len(order), accum):
+            trainer._step(order[start : start + accum])
+        return model.weight.detach().clone()
+
+    assert torch.allclose(run(8, 1), run(4, 2), atol=1e-6)
+
+
+def test_bad_task_and_missing_teacher_are_clear_errors(tmp_path, tiny_bert_dir, sst2_dir, capsys):
+    args = overrides(tmp_path, tiny_bert_dir, sst2_dir)
+    assert main(["finetune", *args, "task.name=sst3"]) == 2
+    assert "sst3" in capsys.readouterr().err
+    assert main(["task-distill", *args, f"teacher={tmp_path / 'nothing'}"]) == 2
+    assert "nothing" in capsys.readouterr().err
+    assert main(["finetune", *args, "finetune.lrr=1"]) == 2
+    assert "finetune.lrr" in capsys.readouterr().err
+    # A bare encoder is no teacher: its task head would be untrained.
+    assert main(["task-distill", *args, f"teacher={tiny_bert_dir}"]) == 2
+    assert "fine-tune it first" in capsys.readouterr().err
