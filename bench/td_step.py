@@ -11,6 +11,7 @@ Random weights, batch 32, sequence length 128, AdamW step included.
 Each (implementation, precision) runs in its own process so peak memory is its own.
 
     python bench/td_step.py                      # all four on CPU
+    python bench/td_step.py --precisions bf16 --steps 1
     python bench/td_step.py --device cuda --steps 20
 """
 
@@ -122,6 +123,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     ap.add_argument("--one", nargs=2, metavar=("IMPL", "PRECISION"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -129,7 +131,7 @@ def main() -> None:
         print(json.dumps(run_one(*args.one, device, args.steps, args.batch, args.seq)))
         return
     rows = []
-    for precision in ("fp32", "bf16"):
+    for precision in args.precisions:
         for impl in ("ours", "transformers"):
             cmd = [
                 sys.executable,
@@ -153,7 +155,7 @@ def main() -> None:
                 f"{impl:>12} {precision}: {r['ms_per_step']:8.1f} ms/step  peak {r['peak_mib']:7.0f} MiB",
                 flush=True,
             )
-    for precision in ("fp32", "bf16"):
+    for precision in args.precisions:
         ours, hf = (
             next(r for r in rows if r["impl"] == i and r["precision"] == precision)
             for i in ("ours", "transformers")

@@ -1,7 +1,5 @@
 """tinybert.model.bert: numerical parity with transformers' BERT, both attention paths, config."""
 
-from pathlib import Path
-
 import pytest
 import torch
 import transformers
@@ -15,18 +13,14 @@ from tinybert.model import (
     load_model,
 )
 
+from .conftest import SHARED
+from .conftest import TINY as TINY_SHAPE
+
 transformers.logging.set_verbosity_error()
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MINILM = SHARED / "models" / "all-MiniLM-L6-v2"
-TINY = dict(
-    vocab_size=99,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=37,
-    max_position_embeddings=64,
-)
+
+TINY = {**TINY_SHAPE, "vocab_size": 99}
 ATOL = 1e-5
 
 # head name -> (our class, HF class, num_labels)

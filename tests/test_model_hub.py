@@ -19,16 +19,12 @@ from tinybert.model import (
     save_model,
 )
 
+from .conftest import TINY as TINY_SHAPE
+
 transformers.logging.set_verbosity_error()
 
-TINY = dict(
-    vocab_size=99,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=37,
-    max_position_embeddings=64,
-)
+
+TINY = {**TINY_SHAPE, "vocab_size": 99}
 ATOL = 1e-5
 IDS = torch.tensor([[2, 5, 7, 9, 3], [2, 8, 3, 0, 0]])
 MASK = (IDS != 0).long()

@@ -170,3 +170,44 @@ def test_bad_task_and_missing_teacher_are_clear_errors(tmp_path, tiny_bert_dir, 
     # A bare encoder is no teacher: its task head would be untrained.
     assert main(["task-distill", *args, f"teacher={tiny_bert_dir}"]) == 2
     assert "fine-tune it first" in capsys.readouterr().err
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.mark.parametrize(
+    ("task", "folder", "keys"),
+    [
+        ("mnli", "glue/MNLI", {"dev_matched/accuracy", "dev_mismatched/accuracy"}),
+        ("stsb", "glue/STS-B", {"pearson", "spearman"}),
+        ("cola", "glue/CoLA", {"mcc"}),
+        ("mrpc", "glue/MRPC", {"accuracy", "f1"}),
+    ],
+)
+def test_every_task_shape_trains_and_evaluates(tmp_path, tiny_bert_dir, task, folder, keys):
+    """Multi-split (MNLI), regression (STS-B) and MCC/F1 tasks run through finetune + evaluate."""
+    args = [
+        f"model={tiny_bert_dir}",
+        f"output_dir={tmp_path / 'out'}",
+        f"task.name={task}",
+        f"task.data_dir={FIXTURES / folder}",
+        "task.max_seq_length=32",
+        "finetune.epochs=1",
+        "finetune.batch_size=2",
+    ]
+    assert main(["finetune", *args]) == 0
+    best = tmp_path / "out/teacher/best"
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", *args, f"--model={best}", f"--output={out}"]) == 0
+    result = json.loads(out.read_text())
+    assert keys <= set(result)
+    if task == "stsb":
+        assert json.loads((best / "config.json").read_text())["problem_type"] == "regression"
+
+
+def test_tokenizer_bigger_than_model_vocab_is_an_error(tmp_path, tiny_bert_dir, sst2_dir, capsys):
+    vocab = tiny_bert_dir / "vocab.txt"
+    vocab.write_text(vocab.read_text() + "extra1\nextra2\n")
+    args = overrides(tmp_path, tiny_bert_dir, sst2_dir)
+    assert main(["finetune", *args]) == 2
+    assert "do not belong together" in capsys.readouterr().err

@@ -23,6 +23,7 @@ from tinybert.data import (
     get_task,
     load_tokenizer,
     read_examples,
+    tokenizer_info,
 )
 from tinybert.distill import checkpoint as ckpt
 from tinybert.distill.loop import Trainer, TrainResult, autocast, resolve_device
@@ -56,11 +57,26 @@ def task_spec(cfg: TaskConfig) -> TaskSpec:
     return get_task(cfg.name, labels=cfg.labels, regression=cfg.regression)
 
 
-def load_task_data(cfg: TaskConfig, tokenizer_dir: str, seed: int, train: bool = True) -> TaskData:
-    """Read, check and tokenise the task's files with the tokenizer in `tokenizer_dir`."""
+def load_task_data(
+    cfg: TaskConfig,
+    tokenizer_dir: str,
+    seed: int,
+    train: bool = True,
+    vocab_size: int | None = None,
+) -> TaskData:
+    """Read, check and tokenise the task's files with the tokenizer in `tokenizer_dir`.
+
+    `vocab_size` (the model's) is checked against the tokenizer: ids past the embedding table
+    would otherwise fail deep inside the model, or silently read the wrong rows.
+    """
     task = task_spec(cfg)
     tokenizer = load_tokenizer(tokenizer_dir)
-    pad_id = tokenizer.token_to_id("[PAD]") or 0
+    n_vocab, pad_id = tokenizer_info(tokenizer)
+    if vocab_size is not None and n_vocab > vocab_size:
+        raise UserError(
+            f"the tokenizer in {tokenizer_dir} has {n_vocab} tokens but the model's vocab_size is "
+            f"{vocab_size}: tokenizer and model do not belong together"
+        )
     data_dir = Path(cfg.data_dir)
     if not data_dir.is_dir():
         raise UserError(f"task.data_dir: folder not found: {data_dir}")
@@ -131,11 +147,12 @@ def run_finetune(cfg: RunConfig) -> TrainResult:
     if not cfg.model:
         raise UserError("finetune needs model=<Hugging Face BERT directory>")
     device = resolve_device(cfg.device)
-    data = load_task_data(cfg.task, cfg.model, cfg.seed)
+    task = task_spec(cfg.task)
     torch.manual_seed(cfg.seed)
-    model, report = load_model(cfg.model, head="sequence", **_head_args(data.task))
+    model, report = load_model(cfg.model, head="sequence", **_head_args(task))
     _report(cfg.model, report)
-    check_labels(model, data.task, cfg.model)
+    check_labels(model, task, cfg.model)
+    data = load_task_data(cfg.task, cfg.model, cfg.seed, vocab_size=model.config.vocab_size)
     model.to(device)
     out_dir = Path(cfg.output_dir) / "teacher"
     trainer = Trainer(
@@ -249,7 +266,7 @@ def run_task_distill(cfg: RunConfig) -> dict[str, TrainResult]:
     device = resolve_device(cfg.device)
     task = task_spec(cfg.task)
     teacher = load_teacher(cfg, task, device)
-    data = load_task_data(cfg.task, cfg.teacher, cfg.seed)
+    data = load_task_data(cfg.task, cfg.teacher, cfg.seed, vocab_size=teacher.config.vocab_size)
     torch.manual_seed(cfg.seed)
     student = build_student(cfg.student, teacher, task).to(device)
     check_labels(student, task, "student")
@@ -336,7 +353,7 @@ def run_evaluate(model_dir: str, cfg: RunConfig, precision: str = "fp32") -> dic
     if report.initialised:
         raise UserError(f"{model_dir} has no trained task head ({', '.join(report.initialised)})")
     check_labels(model, task, model_dir)
-    data = load_task_data(cfg.task, model_dir, cfg.seed, train=False)
+    data = load_task_data(cfg.task, model_dir, cfg.seed, False, model.config.vocab_size)
     model.to(device).eval()
     with torch.no_grad(), autocast(device, precision):
         return evaluate_splits(

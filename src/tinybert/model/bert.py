@@ -202,18 +202,20 @@ class SelfAttention(nn.Module):
         return context.transpose(1, 2).reshape(B, T, -1), scores
 
 
-class AttentionOutput(nn.Module):
-    """Projection of the attention context, dropout, residual, LayerNorm."""
+class ResidualOutput(nn.Module):
+    """dense -> dropout -> + residual -> LayerNorm. Ends both the attention block (HF's
+    "BertSelfOutput", input H) and the feed-forward block ("BertOutput", input intermediate_size).
+    """
 
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig, in_features: int):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(in_features, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, context: Tensor, residual: Tensor) -> Tensor:
-        """(B, T, H), (B, T, H) -> (B, T, H)."""
-        return self.LayerNorm(self.dropout(self.dense(context)) + residual)
+    def forward(self, x: Tensor, residual: Tensor) -> Tensor:
+        """(B, T, in_features), (B, T, H) -> (B, T, H)."""
+        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
 
 
 class Attention(nn.Module):
@@ -222,7 +224,7 @@ class Attention(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.self = SelfAttention(config)
-        self.output = AttentionOutput(config)
+        self.output = ResidualOutput(config, config.hidden_size)
 
     def forward(
         self, x: Tensor, keep: Tensor | None, return_scores: bool
@@ -244,20 +246,6 @@ class Intermediate(nn.Module):
         return self.act(self.dense(x))
 
 
-class FeedForwardOutput(nn.Module):
-    """Second feed-forward half: back to H, dropout, residual, LayerNorm (HF's "BertOutput")."""
-
-    def __init__(self, config: BertConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, x: Tensor, residual: Tensor) -> Tensor:
-        """(B, T, intermediate_size), (B, T, H) -> (B, T, H)."""
-        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
-
-
 class Layer(nn.Module):
     """One post-LayerNorm transformer layer: attention block, then feed-forward block."""
 
@@ -265,7 +253,7 @@ class Layer(nn.Module):
         super().__init__()
         self.attention = Attention(config)
         self.intermediate = Intermediate(config)
-        self.output = FeedForwardOutput(config)
+        self.output = ResidualOutput(config, config.intermediate_size)
 
     def forward(
         self, x: Tensor, keep: Tensor | None, return_scores: bool

@@ -1,0 +1,128 @@
+"""The stage objectives wired to real models: a student equal to its teacher has zero loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tinybert.config import DistillConfig, StudentConfig
+from tinybert.data import get_task
+from tinybert.distill.objectives import IntermediateLoss, PredictionLoss, teacher_logits
+from tinybert.distill.projection import HiddenProjection
+from tinybert.distill.recipes import build_student
+from tinybert.errors import UserError
+from tinybert.model import BertConfig, BertForSequenceClassification
+
+from .conftest import TINY
+
+SST2 = get_task("sst2")
+
+
+@pytest.fixture
+def teacher() -> BertForSequenceClassification:
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(vocab_size=50, id2label=("0", "1"), **TINY))
+    return model.eval()
+
+
+def batch(n: int = 3, t: int = 7) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    mask = torch.ones(n, t, dtype=torch.long)
+    mask[0, 4:] = 0  # one padded example
+    return {
+        "input_ids": torch.randint(5, 50, (n, t), generator=g) * mask,
+        "attention_mask": mask,
+        "token_type_ids": torch.zeros(n, t, dtype=torch.long),
+        "index": torch.arange(n),
+        "labels": torch.zeros(n, dtype=torch.long),
+    }
+
+
+def test_teacher_layers_init_copies_the_chosen_layers(teacher):
+    student = build_student(
+        StudentConfig(init="teacher_layers", teacher_layers=(2,)), teacher, SST2
+    )
+    assert student.config.num_hidden_layers == 1
+    s, t = student.state_dict(), teacher.state_dict()
+    assert torch.equal(
+        s["bert.encoder.layer.0.attention.self.query.weight"],
+        t["bert.encoder.layer.1.attention.self.query.weight"],
+    )
+    for name in (
+        "bert.embeddings.word_embeddings.weight",
+        "bert.pooler.dense.weight",
+        "classifier.weight",
+    ):
+        assert torch.equal(s[name], t[name])
+
+
+def test_teacher_layers_out_of_range_is_a_config_error(teacher):
+    with pytest.raises(UserError, match=r"student.teacher_layers.*1\.\.2"):
+        build_student(StudentConfig(init="teacher_layers", teacher_layers=(1, 3)), teacher, SST2)
+
+
+def test_random_student_takes_vocab_from_teacher_and_labels_from_task(teacher):
+    student = build_student(
+        StudentConfig(
+            num_hidden_layers=1, hidden_size=16, num_attention_heads=4, intermediate_size=20
+        ),
+        teacher,
+        SST2,
+    )
+    assert student.config.vocab_size == 50 and student.config.id2label == ("0", "1")
+
+
+def test_student_equal_to_teacher_has_zero_intermediate_loss(teacher):
+    student = build_student(
+        StudentConfig(init="teacher_layers", teacher_layers=(1, 2)), teacher, SST2
+    )
+    student.eval()
+    identity = HiddenProjection(32, 32, 3, shared=True, identity=True)
+    loss, parts = IntermediateLoss(student, teacher, identity, [1, 2], DistillConfig())(batch())
+    assert loss.item() == pytest.approx(0.0, abs=1e-10)
+    assert set(parts) == {"att_loss", "hid_loss", "emb_loss"}
+    # A mismatched map (student layer 1 <- teacher layer 2) is not zero.
+    loss, _ = IntermediateLoss(student, teacher, identity, [2, 2], DistillConfig())(batch())
+    assert loss.item() > 1e-5
+
+
+def test_intermediate_loss_trains_student_and_projection_not_teacher(teacher):
+    student = build_student(
+        StudentConfig(
+            num_hidden_layers=1, hidden_size=16, num_attention_heads=4, intermediate_size=20
+        ),
+        teacher,
+        SST2,
+    )
+    projection = HiddenProjection(16, 32, 2, shared=False)
+    loss, _ = IntermediateLoss(student, teacher, projection, [2], DistillConfig())(batch())
+    loss.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert student.bert.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in projection.parameters())
+
+
+def test_cached_teacher_logits_follow_dataset_order(teacher):
+    b = batch(n=5)
+    lengths = b["attention_mask"].sum(1).tolist()
+    collate = lambda idx: {k: v[idx] for k, v in b.items()}  # noqa: E731
+    import contextlib
+
+    cached = teacher_logits(
+        teacher, lengths, collate, 2, torch.device("cpu"), contextlib.nullcontext
+    )
+    with torch.no_grad():
+        direct = teacher(b["input_ids"], b["attention_mask"], b["token_type_ids"]).logits
+    torch.testing.assert_close(cached, direct, atol=1e-5, rtol=0)
+
+
+def test_prediction_loss_looks_up_cached_logits_by_index(teacher):
+    b = batch()
+    with torch.no_grad():
+        logits = teacher(b["input_ids"], b["attention_mask"], b["token_type_ids"]).logits
+    shuffled = {**b, "index": torch.tensor([2, 0, 1])}
+    reordered = {k: v[[2, 0, 1]] if k != "index" else shuffled["index"] for k, v in b.items()}
+    loss_fn = PredictionLoss(teacher, logits, DistillConfig(), regression=False)
+    p = torch.softmax(logits, -1)
+    entropy = -(p * p.log()).sum(-1).mean()  # soft CE of a model against itself
+    assert loss_fn(reordered)[0].item() == pytest.approx(entropy.item(), abs=1e-6)
