@@ -336,6 +336,8 @@ class BertModel(nn.Module):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         keep = None if attention_mask is None else attention_mask.bool()
+        if keep is not None and bool(keep.all()):
+            keep = None  # no padding: skip the mask (and let SDPA pick its mask-free kernels)
         h = self.embeddings(input_ids, token_type_ids)
         hidden, scores = [h], []
         for layer in self.encoder.layer:
