@@ -79,3 +79,28 @@ def tiny_bert_dir(tmp_path: Path) -> Path:
     model = BertModel(BertConfig(vocab_size=n_vocab, **TINY))
     save_model(model, directory, tokenizer_dir=directory)
     return directory
+
+
+def corpus_text(n_docs: int, seed: int, wiki: bool = False) -> str:
+    """Documents of 1-6 paragraphs of 3-40 vocabulary words, a blank line between documents
+    (WikiExtractor's layout; with `wiki`, wrapped in <doc> tags as its raw output is)."""
+    rng = random.Random(seed)
+    words = POSITIVE + NEGATIVE + FILLER
+    docs = []
+    for d in range(n_docs):
+        paragraphs = [
+            " ".join(rng.choice(words) for _ in range(rng.randint(3, 40))) + "."
+            for _ in range(rng.randint(1, 6))
+        ]
+        if wiki:
+            paragraphs = [f'<doc id="{d}" url="x" title="t{d}">', *paragraphs, "</doc>"]
+        docs.append("\n".join(paragraphs))
+    return "\n\n".join(docs) + "\n"
+
+
+@pytest.fixture
+def corpus_file(tmp_path: Path) -> Path:
+    path = tmp_path / "text" / "corpus.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(corpus_text(40, seed=0))
+    return path

@@ -260,5 +260,10 @@ def test_parity_on_real_minilm():
     for g, w in zip(got.attention_scores, want.attentions, strict=True):
         torch.testing.assert_close(g.softmax(-1), w, atol=ATOL, rtol=0)
     torch.testing.assert_close(got.pooled_output, want.pooler_output, atol=ATOL, rtol=0)
-    # The fused kernel sums in another order; hidden values reach ~10, so allow a relative 1e-5.
-    torch.testing.assert_close(fused.last_hidden_state, got.last_hidden_state, atol=ATOL, rtol=1e-5)
+    # The fused SDPA kernel sums in another order and its result depends on the CPU's kernel
+    # choice; hidden values reach ~10, so this self-consistency check (not the parity claim,
+    # which is against transformers above) allows 1e-4 at the real positions.
+    real = inputs["attention_mask"].bool()
+    torch.testing.assert_close(
+        fused.last_hidden_state[real], got.last_hidden_state[real], atol=1e-4, rtol=1e-5
+    )

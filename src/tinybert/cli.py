@@ -1,10 +1,13 @@
 """The `tinybert` command line.
 
+    tinybert prepare-corpus wiki/*.txt.gz --tokenizer MODEL_DIR --output corpus/
+    tinybert general-distill --config configs/general.yaml teacher=MODEL_DIR corpus.path=corpus/
     tinybert finetune     --config configs/sst2.yaml [key.sub=value ...]
     tinybert task-distill --config configs/sst2.yaml [key.sub=value ...]
     tinybert evaluate     --config configs/sst2.yaml --model runs/sst2/student/prediction/best
     tinybert show-config  --config configs/sst2.yaml [key.sub=value ...]
 
+Every training command also runs under `torchrun --nproc_per_node N tinybert ...` (DDP).
 Mistakes a user can make end in one `error: ...` line and exit status 2, never a traceback.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import typing
 from pathlib import Path
@@ -60,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     epilog = EPILOG + "\n".join(config_keys())
+    _add_prepare_corpus(sub)
     helps = {
+        "general-distill": "general distillation of a bare student on a prepared corpus; "
+        "writes <output_dir>/general",
         "finetune": "fine-tune a BERT directory on a task (the teacher); writes <output_dir>/teacher",
         "task-distill": "TD phase 1 (intermediate layers) and/or phase 2 (prediction layer); "
         "writes <output_dir>/student",
@@ -85,7 +92,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_prepare_corpus(sub) -> None:
+    text = (
+        "tokenise raw text (plain, WikiExtractor; .gz/.bz2) into packed, memory-mapped "
+        "sequences for general-distill"
+    )
+    p = sub.add_parser("prepare-corpus", help=text, description=text)
+    p.add_argument("inputs", nargs="+", metavar="FILE_OR_GLOB", help="text files or globs")
+    p.add_argument("--tokenizer", required=True, help="model directory whose tokenizer to use")
+    p.add_argument("--output", required=True, help="folder for the shards and meta.json")
+    p.add_argument("--max-seq-length", type=int, default=128)
+    p.add_argument("--short-seq-prob", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=12345)
+    p.add_argument("--shard-rows", type=int, default=1 << 20, help="sequences per shard file")
+    p.add_argument(
+        "--tfrecord",
+        action="store_true",
+        help="the inputs are seed TFRecord folders (schema.json): convert them to shards",
+    )
+
+
+def _prepare_corpus(args) -> None:
+    from tinybert.data.corpus import PackingOptions, convert_tfrecord, prepare_corpus
+
+    options = PackingOptions(
+        max_seq_length=args.max_seq_length,
+        short_seq_prob=args.short_seq_prob,
+        seed=args.seed,
+        shard_rows=args.shard_rows,
+    )
+    if args.tfrecord:
+        stats = convert_tfrecord(args.inputs, args.tokenizer, args.output, options)
+    else:
+        stats = prepare_corpus(args.inputs, args.tokenizer, args.output, options)
+    rate = stats.bytes_read / max(stats.seconds, 1e-9) / 1e6
+    print(
+        f"{stats.sequences} sequences, {stats.tokens} tokens from {stats.documents} documents "
+        f"({stats.bytes_read / 1e6:.1f} MB in {stats.seconds:.1f} s, {rate:.2f} MB/s) -> "
+        f"{args.output}"
+    )
+
+
 def _save_config(cfg: RunConfig, sub: str) -> None:
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only the main process writes
+        return
     out = Path(cfg.output_dir) / sub
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
@@ -93,12 +143,21 @@ def _save_config(cfg: RunConfig, sub: str) -> None:
 
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "prepare-corpus":
+        _prepare_corpus(args)
+        return 0
     cfg = load_run_config(args.config, args.overrides)
     # Imported here so `--help` and config errors answer instantly, before torch loads.
     from tinybert.distill import recipes
 
     if args.command == "show-config":
         print(dump_yaml(cfg), end="")
+    elif args.command == "general-distill":
+        from tinybert.distill.general import run_general_distill
+
+        _save_config(cfg, "general")
+        result = run_general_distill(cfg)
+        print(f"general distillation: {result.steps} steps -> {result.final_dir}")
     elif args.command == "finetune":
         _save_config(cfg, "teacher")
         result = recipes.run_finetune(cfg)
@@ -128,6 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if "torch.distributed" in sys.modules:  # leave torchrun's process group cleanly
+            from tinybert.distill.distributed import cleanup
+
+            cleanup()
 
 
 if __name__ == "__main__":

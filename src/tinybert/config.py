@@ -36,6 +36,15 @@ class TaskConfig:
     max_train_examples: int | None = None  # use the first N training rows (demo, quick runs)
     max_eval_examples: int | None = None  # use the first N rows of each dev split
     on_bad_row: Literal["raise", "skip"] = "raise"  # skip: drop malformed rows and count them
+    # A data_dir holding schema.json is read as the seed's TFRecord data (train*/dev*.tfrecord).
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    """General distillation's data."""
+
+    path: str = ""  # a folder made by `tinybert prepare-corpus`, or a seed TFRecord folder
+    max_sequences: int | None = None  # use only the first N sequences (demo, quick runs)
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,7 @@ class StudentConfig:
     hidden_size: int = 312
     num_attention_heads: int = 12
     intermediate_size: int = 1200
+    dropout: float = 0.1  # hidden and attention dropout of a newly built student
 
 
 @dataclass(frozen=True)
@@ -93,16 +103,29 @@ class RunConfig:
 
     task: TaskConfig = field(default_factory=TaskConfig)
     model: str = ""  # finetune: the Hugging Face BERT directory to fine-tune
-    teacher: str = ""  # task-distill: the fine-tuned teacher directory
+    teacher: str = ""  # task-distill / general-distill: the teacher directory
     output_dir: str = "runs/out"
     seed: int = 42
     device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:1 ...
     resume: str | None = None  # "auto" (latest checkpoint in output_dir) or a checkpoint path
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     finetune: TrainConfig = field(default_factory=TrainConfig)
     intermediate: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, lr=5e-5))
     prediction: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, lr=3e-5))
+    # General distillation, the paper's/seed's settings: lr 5e-5, 10% warm-up, weight decay 1e-4.
+    general: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            epochs=3,
+            lr=5e-5,
+            weight_decay=1e-4,
+            batch_size=256,
+            group_by_length=False,
+            save_steps=1000,
+            log_steps=50,
+        )
+    )
 
 
 # ---------------------------------------------------------------------------------------------

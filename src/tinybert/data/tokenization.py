@@ -138,6 +138,20 @@ class TaskDataset(Dataset):
     def __len__(self) -> int:
         return len(self.lengths)
 
+    def subset(self, keep: Sequence[int]) -> TaskDataset:
+        """A new dataset of the examples `keep`, in that order."""
+        parts = [slice(self.offsets[i], self.offsets[i + 1]) for i in keep]
+        lengths = [self.lengths[i] for i in keep]
+        offsets = np.zeros(len(keep) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        return TaskDataset(
+            ids=np.concatenate([self.ids[p] for p in parts] or [self.ids[:0]]),
+            type_ids=np.concatenate([self.type_ids[p] for p in parts] or [self.type_ids[:0]]),
+            offsets=offsets,
+            labels=[self.labels[i] for i in keep],
+            lengths=lengths,
+        )
+
     def __getitem__(self, i: int) -> dict:
         start, end = self.offsets[i], self.offsets[i + 1]
         return {

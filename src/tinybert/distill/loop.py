@@ -7,6 +7,11 @@ checkpoint, rotation of step checkpoints, logging, and exact resume.
 Exact resume: the batch order of every epoch is a pure function of (seed, epoch), the position is
 counted in micro-batches, and the RNG state (dropout) is saved with the weights, optimizer and
 scheduler, so a resumed run takes the same steps as one that never stopped.
+
+Data parallel (torchrun): `batch_size` is the global micro-batch; each process takes its rows
+of it (see `distributed.py`), the trainable modules are wrapped in DistributedDataParallel, and
+each slice's loss is normalised by the global batch's counts (see `objectives.py`), so the
+weights after K steps equal a one-process run's with the same batch size.
 """
 
 from __future__ import annotations
@@ -19,15 +24,20 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from tinybert.config import TrainConfig
 from tinybert.data import batch_order
 from tinybert.distill import checkpoint as ckpt
+from tinybert.distill.distributed import Dist, resolve_device
 from tinybert.distill.optim import build_optimizer, linear_schedule
 from tinybert.errors import UserError
+
+__all__ = ["Trainer", "TrainResult", "autocast", "resolve_device"]
 
 Batch = dict[str, torch.Tensor]
 LossFn = Callable[[Batch], tuple[torch.Tensor, dict[str, float]]]
@@ -66,21 +76,31 @@ class MetricsLog:
             f.write(json.dumps(record) + "\n")
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device '{name}' asked for, but no CUDA GPU is visible; use device=cpu")
-    return device
-
-
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """bf16/fp16 autocast for forward passes; fp32 runs as is."""
     if precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class _Objective(nn.Module):
+    """The trainable modules plus the loss, as one module for DistributedDataParallel to wrap.
+
+    DDP must see the forward that produces the loss; here that is `loss_fn(batch)`, which reads
+    the same parameters. A process whose slice of a small last batch is empty still takes part
+    in the gradient all-reduce, with a zero loss that touches every parameter.
+    """
+
+    def __init__(self, modules: list[nn.Module], loss_fn: LossFn):
+        super().__init__()
+        self.parts = nn.ModuleList(modules)
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: Batch | None) -> tuple[torch.Tensor, dict[str, float]]:
+        if batch is None:
+            return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0, {}
+        return self.loss_fn(batch)
 
 
 class Trainer:
@@ -106,21 +126,37 @@ class Trainer:
         device: torch.device | None = None,
         seed: int = 42,
         desc: str = "train",
+        dist: Dist | None = None,
+        find_unused_parameters: bool = True,
     ):
         if cfg.precision == "fp16" and (device is None or device.type != "cuda"):
             raise UserError("precision=fp16 needs a CUDA GPU; on CPU use precision=bf16 or fp32")
-        if not lengths:
+        if len(lengths) == 0:
             raise UserError(f"{desc}: the training set is empty")
         self.cfg, self.model, self.extra, self.loss_fn = cfg, model, extra, loss_fn
-        self.lengths, self.collate, self.save_model = list(lengths), collate, save_model
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.collate, self.save_model = collate, save_model
         self.evaluate, self.main_metric = evaluate, main_metric
         self.device = device or torch.device("cpu")
         self.seed, self.desc = seed, desc
+        self.dist = dist or Dist()
+        if cfg.batch_size < self.dist.world:
+            raise UserError(
+                f"{desc}: batch_size={cfg.batch_size} is the global batch and must be at least "
+                f"the number of processes ({self.dist.world})"
+            )
         self.out_dir = Path(out_dir)
         self.log = MetricsLog(self.out_dir / "metrics.jsonl")
         self.pos = Position()
         self.modules = [m for m in (model, extra) if m is not None]
         self.params = [p for m in self.modules for p in m.parameters() if p.requires_grad]
+        self.objective: nn.Module = _Objective(self.modules, loss_fn)
+        if self.dist.enabled:
+            self.objective = DistributedDataParallel(
+                self.objective,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=find_unused_parameters,
+            )
         self.batches_per_epoch = math.ceil(len(self.lengths) / cfg.batch_size)
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.grad_accum)
         self.total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
@@ -135,10 +171,16 @@ class Trainer:
     def fit(self, resume: str | Path | None = None) -> TrainResult:
         """Train to `total_steps`, resuming from a checkpoint dir (or "auto") if given."""
         if not self._restore(resume):
-            torch.manual_seed(self.seed)
+            torch.manual_seed(self.seed + self.dist.rank)  # ranks draw different dropout masks
         for m in self.modules:
             m.train()
-        bar = tqdm(total=self.total_steps, initial=self.pos.step, desc=self.desc, unit="step")
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.pos.step,
+            desc=self.desc,
+            unit="step",
+            disable=not self.dist.is_main,
+        )
         evaluated_at = -1
         try:
             while self.pos.step < self.total_steps:
@@ -169,7 +211,9 @@ class Trainer:
             bar.close()
         if evaluated_at != self.pos.step:
             self._evaluate()
-        return self._finish()
+        result = self._finish()
+        self.dist.barrier()  # final/ is on disk before any process goes on to read it
+        return result
 
     def _groups_left_in_epoch(self) -> Iterator[list[list[int]]]:
         """Micro-batch groups (one optimizer step each) of the current epoch not yet consumed."""
@@ -184,26 +228,50 @@ class Trainer:
         for start in range(self.pos.batch, len(order), self.cfg.grad_accum):
             yield order[start : start + self.cfg.grad_accum]
 
+    def _local_batch(self, indices: list[int]) -> Batch | None:
+        """This process's rows of a global micro-batch, on the device (None if it has none).
+
+        Distributed, the batch also carries the global batch's row, token and token-pair counts
+        that the losses average over (see objectives.py).
+        """
+        if self.dist.enabled:
+            lengths = self.lengths[indices].astype(np.float64)
+            norms = {
+                "norm_rows": float(len(indices)),
+                "norm_tokens": lengths.sum(),
+                "norm_pairs": np.square(lengths).sum(),
+            }
+            indices = indices[self.dist.rank :: self.dist.world]
+            if not indices:
+                return None
+        batch = self.collate(indices)
+        if self.dist.enabled:
+            batch.update({k: torch.tensor(v, dtype=torch.float32) for k, v in norms.items()})
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
     def _step(self, group: list[list[int]]) -> dict[str, float]:
         """One optimizer step over `group` micro-batches (gradient accumulation)."""
         t0 = time.perf_counter()
         totals: dict[str, float] = {}
-        examples = 0
-        for indices in group:
-            batch = {
-                k: v.to(self.device, non_blocking=True) for k, v in self.collate(indices).items()
-            }
-            with autocast(self.device, self.cfg.precision):
-                loss, parts = self.loss_fn(batch)
+        for k, indices in enumerate(group):
+            batch = self._local_batch(indices)
+            last = k == len(group) - 1
+            # Accumulating under DDP: all-reduce the gradients once, after the last micro-batch.
+            sync = contextlib.nullcontext() if last or not self.dist.enabled else None
+            with sync or self.objective.no_sync(), autocast(self.device, self.cfg.precision):
+                loss, parts = self.objective(batch)
             if not torch.isfinite(loss):
                 raise UserError(
                     f"{self.desc}: loss became {loss.item()} at step {self.pos.step + 1}; "
                     "lower the learning rate or use precision=fp32"
                 )
-            self.scaler.scale(loss / len(group)).backward()
+            # DDP averages gradients over processes; each slice's loss is already a share of
+            # the global batch's, so scale back up to a sum.
+            scaled = loss * (self.dist.world / len(group))
+            with sync or self.objective.no_sync():
+                self.scaler.scale(scaled).backward()
             for key, value in {"loss": loss.item(), **parts}.items():
                 totals[key] = totals.get(key, 0.0) + value / len(group)
-            examples += len(indices)
         self.scaler.unscale_(self.optimizer)
         max_norm = self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
@@ -217,12 +285,23 @@ class Trainer:
         self.pos.step += 1
         self.pos.batch += len(group)
         elapsed = time.perf_counter() - t0
-        return {**totals, "grad_norm": float(grad_norm), "examples_per_s": examples / elapsed}
+        rows = [i for indices in group for i in indices]  # the global batch: same on every rank
+        return {
+            **totals,
+            "grad_norm": float(grad_norm),
+            "examples_per_s": len(rows) / elapsed,
+            "tokens_per_s": float(self.lengths[rows].sum()) / elapsed,
+        }
 
     # ------------------------------------------------------------------ logging and evaluation
 
     def _maybe_log(self, stats: dict[str, float]) -> None:
         if self.pos.step % max(1, self.cfg.log_steps) and self.pos.step != self.total_steps:
+            return
+        if self.dist.enabled:  # each slice's loss is its share of the global batch's: add them
+            every = self.dist.gather({k: v for k, v in stats.items() if k.endswith("loss")})
+            stats = {**stats, **{k: sum(s.get(k, 0.0) for s in every) for k in every[0]}}
+        if not self.dist.is_main:
             return
         record = {
             "step": self.pos.step,
@@ -244,13 +323,17 @@ class Trainer:
         for m in self.modules:
             m.train()
         self.last_eval = metrics
-        self.log.write({"step": self.pos.step, "eval": metrics})
+        if self.dist.is_main:
+            self.log.write({"step": self.pos.step, "eval": metrics})
         value = metrics.get(self.main_metric) if self.main_metric else None
         if value is None:
             return
         if self.pos.best_metric is None or value > self.pos.best_metric:
             self.pos.best_metric, self.pos.best_step = value, self.pos.step
-            ckpt.write_atomic(self.out_dir / "best", lambda d: self.save_model(self.model, d))
+            if self.dist.is_main:
+                ckpt.write_atomic(self.out_dir / "best", lambda d: self.save_model(self.model, d))
+        if not self.dist.is_main:
+            return
         tqdm.write(
             f"{self.desc} step {self.pos.step}: {self.main_metric} = {value:.4f}; "
             f"best {self.main_metric} = {self.pos.best_metric:.4f} at step {self.pos.best_step}"
@@ -275,6 +358,9 @@ class Trainer:
         return state
 
     def _write_checkpoint(self, target: Path) -> None:
+        if not self.dist.is_main:
+            return
+
         def write(tmp: Path) -> None:
             self.save_model(self.model, tmp)
             ckpt.save_state(tmp, self._state())
@@ -283,12 +369,16 @@ class Trainer:
 
     def _save_step_checkpoint(self) -> None:
         self._write_checkpoint(self.out_dir / f"checkpoint-{self.pos.step}")
-        ckpt.rotate(self.out_dir, self.cfg.max_checkpoints)
+        if self.dist.is_main:
+            ckpt.rotate(self.out_dir, self.cfg.max_checkpoints)
 
     def _finish(self) -> TrainResult:
         final = self.out_dir / "final"
         self._write_checkpoint(final)
-        self.log.write({"step": self.pos.step, "done": True, "best_metric": self.pos.best_metric})
+        if self.dist.is_main:
+            self.log.write(
+                {"step": self.pos.step, "done": True, "best_metric": self.pos.best_metric}
+            )
         best = self.out_dir / "best"
         return TrainResult(
             steps=self.pos.step,
@@ -328,5 +418,8 @@ class Trainer:
         torch.set_rng_state(state["rng_cpu"])
         if "rng_cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
-        tqdm.write(f"{self.desc}: resumed from {path} at step {self.pos.step}")
+        if self.dist.enabled:  # the saved RNG state is rank 0's; give the others their own
+            torch.manual_seed(self.seed + self.dist.rank + self.pos.step)
+        if self.dist.is_main:
+            tqdm.write(f"{self.desc}: resumed from {path} at step {self.pos.step}")
         return True

@@ -62,6 +62,11 @@ def _real(mask: Tensor | None, batch: int, length: int, device: torch.device) ->
     return mask.to(device=device) != 0
 
 
+def _divide(total: Tensor, count: Tensor | float) -> Tensor:
+    """total / count, with count at least 1 (an all-padding batch gives 0, not NaN)."""
+    return total / (count.clamp_min(1.0) if torch.is_tensor(count) else max(count, 1.0))
+
+
 def _no_padding(mask: Tensor | None, batch: int, length: int) -> bool:
     """True when every position is real (packed GD batches, equal-length task batches)."""
     return mask is None or bool(_real(mask, batch, length, mask.device).all())
@@ -72,12 +77,16 @@ def attention_loss(
     teacher_scores: Tensor,
     mask: Tensor | None,
     mode: LossMode = "real_tokens",
+    pairs: float | None = None,
 ) -> Tensor:
     """MSE between one student layer's and one teacher layer's attention scores (eq. 7).
 
     student_scores, teacher_scores: (B, H, T, T) pre-softmax scores, QK^T/sqrt(d) plus the
         additive mask (masked keys hold a huge negative number, e.g. finfo.min).
     mask: (B, T), 1 (or True) at real tokens; None means no padding. Ignored in "reference" mode.
+    pairs: the number of (real query, real key) pairs to average over, sum_b T_b^2; default: this
+        batch's own. Data-parallel training passes the whole (global) batch's, so that the ranks'
+        losses add up to the loss of one process seeing the whole batch.
     Returns a 0-d float32 tensor.
     """
     _check_mode(mode)
@@ -94,16 +103,18 @@ def attention_loss(
         return F.mse_loss(s, t)
 
     b, h, length, _ = s.shape
-    if _no_padding(mask, b, length):
-        return F.mse_loss(s, t)  # every position is real: one fused kernel, same value
+    if _no_padding(mask, b, length):  # every position is real: one fused kernel, same value
+        if pairs is None:
+            return F.mse_loss(s, t)
+        return _divide(F.mse_loss(s, t, reduction="sum"), pairs * h)
     real = _real(mask, b, length, s.device)
-    pairs = (real[:, :, None] & real[:, None, :])[:, None]  # (B, 1, T, T): real query x real key
+    both = (real[:, :, None] & real[:, None, :])[:, None]  # (B, 1, T, T): real query x real key
     # s - t stays finite (masked keys hold finfo.min, real scores are small), and where() then
     # drops it with no gradient; multiplying by the mask instead could meet inf * 0 = NaN.
-    diff = torch.where(pairs, s - t, 0.0)
-    n_real = real.sum(dim=1).float()  # (B,) real tokens per example
-    count = (n_real.square().sum() * h).clamp_min(1.0)
-    return diff.square().sum() / count
+    diff = torch.where(both, s - t, 0.0)
+    if pairs is None:
+        pairs = real.sum(dim=1).float().square().sum()  # sum over examples of T_b^2
+    return _divide(diff.square().sum(), pairs * h)
 
 
 def hidden_loss(
@@ -111,11 +122,14 @@ def hidden_loss(
     teacher_h: Tensor,
     mask: Tensor | None,
     mode: LossMode = "real_tokens",
+    tokens: float | None = None,
 ) -> Tensor:
     """MSE between one (projected) student hidden state and one teacher hidden state (eq. 8).
 
     student_h, teacher_h: (B, T, D), both at the teacher's width D (project the student first).
     mask: (B, T), 1 (or True) at real tokens; None means no padding. Ignored in "reference" mode.
+    tokens: the number of real tokens to average over; default: this batch's own (see
+        `attention_loss` for why data-parallel training passes the global batch's).
     Returns a 0-d float32 tensor.
     """
     _check_mode(mode)
@@ -128,11 +142,14 @@ def hidden_loss(
 
     b, length, width = s.shape
     if _no_padding(mask, b, length):
-        return F.mse_loss(s, t)
+        if tokens is None:
+            return F.mse_loss(s, t)
+        return _divide(F.mse_loss(s, t, reduction="sum"), tokens * width)
     real = _real(mask, b, length, s.device)[:, :, None]  # (B, T, 1)
     diff = torch.where(real, s - t, 0.0)  # padded positions -> 0
-    count = (real.sum().float() * width).clamp_min(1.0)
-    return diff.square().sum() / count
+    if tokens is None:
+        tokens = real.sum().float()
+    return _divide(diff.square().sum(), tokens * width)
 
 
 def embedding_loss(
@@ -140,13 +157,14 @@ def embedding_loss(
     teacher_emb: Tensor,
     mask: Tensor | None,
     mode: LossMode = "real_tokens",
+    tokens: float | None = None,
 ) -> Tensor:
     """MSE between the (projected) student and teacher embedding outputs (eq. 9).
 
     The same loss as `hidden_loss`, applied to hidden_states[0].
     student_emb, teacher_emb: (B, T, D); mask: (B, T). Returns a 0-d float32 tensor.
     """
-    return hidden_loss(student_emb, teacher_emb, mask, mode)
+    return hidden_loss(student_emb, teacher_emb, mask, mode, tokens)
 
 
 def soft_cross_entropy(

@@ -6,6 +6,11 @@
   with the teacher's logits computed once up front (see `teacher_logits`).
 
 Which one runs is configuration (`distill.phases`), never a mode flag inside the model.
+
+Under data parallelism each process sees a slice of the global batch. The loop then adds the
+global batch's counts to each slice (`norm_rows`, `norm_tokens`, `norm_pairs`) and every loss
+is averaged over those instead of the slice's own, so the slices' losses sum to the loss of the
+whole batch, and the gradients (summed across processes) equal one process's, exactly.
 """
 
 from __future__ import annotations
@@ -28,6 +33,17 @@ def _inputs(batch: Batch) -> dict[str, torch.Tensor]:
     return {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
 
 
+def _row_share(batch: Batch) -> float | torch.Tensor:
+    """This slice's share of the global batch's rows (1 when it is the whole batch)."""
+    total = batch.get("norm_rows")
+    return 1.0 if total is None else len(batch["input_ids"]) / total
+
+
+def _encoder(model: nn.Module) -> nn.Module:
+    """The BERT encoder of a model with a head, or the model itself when it is bare."""
+    return getattr(model, "bert", model)
+
+
 class SupervisedLoss:
     """Gold-label loss for fine-tuning: CE over classes, or MSE for one regression output."""
 
@@ -37,8 +53,10 @@ class SupervisedLoss:
     def __call__(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         logits = self.model(**_inputs(batch)).logits.float()  # (B, C)
         if self.regression:
-            return F.mse_loss(logits.squeeze(-1), batch["labels"].float()), {}
-        return F.cross_entropy(logits, batch["labels"]), {}
+            loss = F.mse_loss(logits.squeeze(-1), batch["labels"].float())
+        else:
+            loss = F.cross_entropy(logits, batch["labels"])
+        return loss * _row_share(batch), {}
 
 
 class IntermediateLoss:
@@ -64,24 +82,29 @@ class IntermediateLoss:
         want_att = self.cfg.attention_weight > 0
         inputs = _inputs(batch)
         mask, mode = batch["attention_mask"], self.cfg.loss_mode
+        tokens, pairs = batch.get("norm_tokens"), batch.get("norm_pairs")
         with torch.no_grad():
-            t = self.teacher.bert(
+            t = _encoder(self.teacher)(
                 **inputs, output_hidden_states=True, output_attention_scores=want_att
             )
-        s = self.student.bert(**inputs, output_hidden_states=True, output_attention_scores=want_att)
+        s = _encoder(self.student)(
+            **inputs, output_hidden_states=True, output_attention_scores=want_att
+        )
         zero = s.hidden_states[0].new_zeros((), dtype=torch.float32)
         att = zero
         if want_att:
             for i, j in enumerate(self.layer_map):
                 att = att + attention_loss(
-                    s.attention_scores[i], t.attention_scores[j - 1], mask, mode
+                    s.attention_scores[i], t.attention_scores[j - 1], mask, mode, pairs
                 )
         hid = zero
         for i, j in enumerate(self.layer_map, start=1):
             hid = hid + hidden_loss(
-                self.projection(s.hidden_states[i], i), t.hidden_states[j], mask, mode
+                self.projection(s.hidden_states[i], i), t.hidden_states[j], mask, mode, tokens
             )
-        emb = hidden_loss(self.projection(s.hidden_states[0], 0), t.hidden_states[0], mask, mode)
+        emb = hidden_loss(
+            self.projection(s.hidden_states[0], 0), t.hidden_states[0], mask, mode, tokens
+        )
         c = self.cfg
         loss = c.attention_weight * att + c.hidden_weight * hid + c.embedding_weight * emb
         return loss, {"att_loss": att.item(), "hid_loss": hid.item(), "emb_loss": emb.item()}
@@ -104,8 +127,10 @@ class PredictionLoss:
         s = self.student(**_inputs(batch)).logits.float()
         t = self.teacher_logits[batch["index"].cpu()].to(s.device)
         if self.regression:
-            return logit_mse(s, t), {}
-        return soft_cross_entropy(s, t, self.cfg.temperature, self.cfg.scale_by_t2), {}
+            loss = logit_mse(s, t)
+        else:
+            loss = soft_cross_entropy(s, t, self.cfg.temperature, self.cfg.scale_by_t2)
+        return loss * _row_share(batch), {}
 
 
 @torch.no_grad()

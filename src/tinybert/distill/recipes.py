@@ -23,9 +23,11 @@ from tinybert.data import (
     get_task,
     load_tokenizer,
     read_examples,
+    tfrecord,
     tokenizer_info,
 )
 from tinybert.distill import checkpoint as ckpt
+from tinybert.distill import distributed
 from tinybert.distill.loop import Trainer, TrainResult, autocast, resolve_device
 from tinybert.distill.mapping import check_heads, resolve_layer_map
 from tinybert.distill.objectives import (
@@ -81,7 +83,19 @@ def load_task_data(
     if not data_dir.is_dir():
         raise UserError(f"task.data_dir: folder not found: {data_dir}")
 
+    seed_data = tfrecord.is_tfrecord_dir(data_dir)
+    if seed_data and task.is_regression:
+        raise UserError(f"{data_dir}: TFRecord data holds int64 label_ids; regression needs TSV")
+
     def split(file: str, limit: int | None, sample: bool):
+        if seed_data:  # the seed's pre-tokenised TFRecord split (train*.tfrecord, dev*.tfrecord)
+            data = tfrecord.task_dataset(data_dir, Path(file).stem, len(task.labels), n_vocab)
+            if limit is not None and limit < len(data):
+                keep = (
+                    random.Random(seed).sample(range(len(data)), limit) if sample else range(limit)
+                )
+                data = data.subset(list(keep))
+            return data
         examples, skipped = read_examples(task, data_dir / file, on_error=cfg.on_bad_row)
         if skipped:
             tqdm.write(
@@ -146,7 +160,7 @@ def run_finetune(cfg: RunConfig) -> TrainResult:
     """Fine-tune `cfg.model` (any HF BERT directory) on the task; best model in teacher/best."""
     if not cfg.model:
         raise UserError("finetune needs model=<Hugging Face BERT directory>")
-    device = resolve_device(cfg.device)
+    dist, device = distributed.setup(cfg.device)
     task = task_spec(cfg.task)
     torch.manual_seed(cfg.seed)
     model, report = load_model(cfg.model, head="sequence", **_head_args(task))
@@ -168,11 +182,12 @@ def run_finetune(cfg: RunConfig) -> TrainResult:
         device=device,
         seed=cfg.seed,
         desc="finetune",
+        dist=dist,
     )
-    return _fit_or_skip(trainer, out_dir, cfg.resume)
+    return fit_or_skip(trainer, out_dir, cfg.resume)
 
 
-def _fit_or_skip(trainer: Trainer, out_dir: Path, resume: str | None) -> TrainResult:
+def fit_or_skip(trainer: Trainer, out_dir: Path, resume: str | None) -> TrainResult:
     """With resume=auto, a stage whose final/ is complete is not run again."""
     final = out_dir / "final"
     if resume == "auto" and (final / ckpt.STATE_FILE).is_file():
@@ -205,23 +220,30 @@ def build_student(cfg: StudentConfig, teacher: nn.Module, task: TaskSpec) -> nn.
         student, report = load_model(cfg.path, head="sequence", **head)
         _report(cfg.path, report)
         return student
-    t = teacher.config
     if cfg.init == "teacher_layers":
         return _student_from_teacher_layers(cfg, teacher)
-    shape = BertConfig(
-        vocab_size=t.vocab_size,
-        max_position_embeddings=t.max_position_embeddings,
-        type_vocab_size=t.type_vocab_size,
-        pad_token_id=t.pad_token_id,
-        hidden_act=t.hidden_act,
+    problem = "regression" if task.is_regression else "single_label_classification"
+    return BertForSequenceClassification(
+        student_shape(cfg, teacher.config, problem_type=problem, **head)
+    )
+
+
+def student_shape(cfg: StudentConfig, teacher: BertConfig, **head) -> BertConfig:
+    """The student's config: its own depth and widths, the teacher's vocabulary and positions."""
+    return BertConfig(
+        vocab_size=teacher.vocab_size,
+        max_position_embeddings=teacher.max_position_embeddings,
+        type_vocab_size=teacher.type_vocab_size,
+        pad_token_id=teacher.pad_token_id,
+        hidden_act=teacher.hidden_act,
         num_hidden_layers=cfg.num_hidden_layers,
         hidden_size=cfg.hidden_size,
         num_attention_heads=cfg.num_attention_heads,
         intermediate_size=cfg.intermediate_size,
-        problem_type="regression" if task.is_regression else "single_label_classification",
+        hidden_dropout_prob=cfg.dropout,
+        attention_probs_dropout_prob=cfg.dropout,
         **head,
     )
-    return BertForSequenceClassification(shape)
 
 
 def _student_from_teacher_layers(cfg: StudentConfig, teacher: nn.Module) -> nn.Module:
@@ -263,7 +285,7 @@ def load_teacher(cfg: RunConfig, task: TaskSpec, device: torch.device) -> nn.Mod
 
 def run_task_distill(cfg: RunConfig) -> dict[str, TrainResult]:
     """Phase 1 (intermediate layers) then phase 2 (prediction layer), as `distill.phases` says."""
-    device = resolve_device(cfg.device)
+    dist, device = distributed.setup(cfg.device)
     task = task_spec(cfg.task)
     teacher = load_teacher(cfg, task, device)
     data = load_task_data(cfg.task, cfg.teacher, cfg.seed, vocab_size=teacher.config.vocab_size)
@@ -275,14 +297,16 @@ def run_task_distill(cfg: RunConfig) -> dict[str, TrainResult]:
     results: dict[str, TrainResult] = {}
     if "intermediate" in cfg.distill.phases:
         results["intermediate"] = _phase_intermediate(
-            cfg, teacher, student, data, out, save, device
+            cfg, teacher, student, data, out, save, device, dist
         )
     if "prediction" in cfg.distill.phases:
-        results["prediction"] = _phase_prediction(cfg, teacher, student, data, out, save, device)
+        results["prediction"] = _phase_prediction(
+            cfg, teacher, student, data, out, save, device, dist
+        )
     return results
 
 
-def _phase_intermediate(cfg, teacher, student, data, out, save, device) -> TrainResult:
+def _phase_intermediate(cfg, teacher, student, data, out, save, device, dist) -> TrainResult:
     n_s, n_t = student.config.num_hidden_layers, teacher.config.num_hidden_layers
     layer_map = resolve_layer_map(n_s, n_t, cfg.distill.layer_map)
     check_heads(
@@ -309,11 +333,12 @@ def _phase_intermediate(cfg, teacher, student, data, out, save, device) -> Train
         device=device,
         seed=cfg.seed,
         desc="distill phase 1 (intermediate)",
+        dist=dist,
     )
-    return _fit_or_skip(trainer, out / "intermediate", cfg.resume)
+    return fit_or_skip(trainer, out / "intermediate", cfg.resume)
 
 
-def _phase_prediction(cfg, teacher, student, data, out, save, device) -> TrainResult:
+def _phase_prediction(cfg, teacher, student, data, out, save, device, dist) -> TrainResult:
     train_cfg: TrainConfig = cfg.prediction
     collate_train = data.collate_fn(data.train)
     logits = teacher_logits(
@@ -337,8 +362,9 @@ def _phase_prediction(cfg, teacher, student, data, out, save, device) -> TrainRe
         device=device,
         seed=cfg.seed,
         desc="distill phase 2 (prediction)",
+        dist=dist,
     )
-    return _fit_or_skip(trainer, out / "prediction", cfg.resume)
+    return fit_or_skip(trainer, out / "prediction", cfg.resume)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,82 @@
+"""One code path from one CPU to many GPUs: device choice and torchrun's process group.
+
+`tinybert CMD ...` run under `torchrun --nproc_per_node N` (any rendezvous, multi-node too)
+finds WORLD_SIZE/RANK/LOCAL_RANK in its environment and joins the group: NCCL on GPUs, gloo on
+CPU. Run plainly, it is one process and nothing here does anything.
+
+How the loop splits work (see `Trainer`): `batch_size` is the *global* micro-batch. Every
+process computes the same batch order from (seed, epoch) and takes rows rank, rank+W, ... of
+each batch, so a run's batches, learning-rate schedule and data position do not depend on the
+number of processes, and a checkpoint resumes under any world size.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from tinybert.errors import UserError
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in the group (rank 0 of 1 when not distributed)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Only the main process logs, evaluates to disk and writes checkpoints."""
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def gather(self, obj: object) -> list[object]:
+        """Every process's `obj`, in rank order (just [obj] when not distributed)."""
+        if not self.enabled:
+            return [obj]
+        out: list[object] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """`auto` is this process's GPU when there is one, else the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device '{name}' asked for, but no CUDA GPU is visible; use device=cpu")
+    return device
+
+
+def setup(device_name: str) -> tuple[Dist, torch.device]:
+    """Join torchrun's process group if launched by torchrun; pick this process's device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist(), resolve_device(device_name)
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_name, local)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(rank, world, local), device
+
+
+def cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
