@@ -13,6 +13,14 @@ Each (implementation, precision) runs in its own process so peak memory is its o
     python bench/td_step.py                      # all four on CPU
     python bench/td_step.py --precisions bf16 --steps 1
     python bench/td_step.py --device cuda --steps 20
+
+This step is also one general-distillation step (GD uses the same three losses). The GD figure
+asked for on a GPU (BERT-base teacher -> 4L-312, bf16, batch 256, seq 128):
+
+    python bench/td_step.py --device cuda --batch 256 --precisions bf16 --steps 20 --peak-tflops 989
+
+Model FLOPs utilisation counts the matrix products only: teacher forward (2 FLOPs per weight and
+token, plus QK^T and AV), student forward + backward (3x its forward), projections included.
 """
 
 from __future__ import annotations
@@ -38,6 +46,19 @@ def batch(device: torch.device, size: int, seq: int) -> dict[str, torch.Tensor]:
         "attention_mask": torch.ones_like(ids).to(device),
         "token_type_ids": torch.zeros_like(ids).to(device),
     }
+
+
+def forward_flops(shape: dict, tokens: int, seq: int) -> float:
+    """Matmul FLOPs of one encoder forward over `tokens` tokens (sequences of length `seq`)."""
+    h, layers, inter = shape["hidden_size"], shape["num_hidden_layers"], shape["intermediate_size"]
+    per_token = layers * (2 * (4 * h * h + 2 * h * inter) + 2 * 2 * seq * h)
+    return per_token * tokens
+
+
+def step_flops(size: int, seq: int) -> float:
+    tokens = size * seq
+    projection = 2 * 312 * 768 * tokens * 5
+    return forward_flops(BASE, tokens, seq) + 3 * (forward_flops(SMALL, tokens, seq) + projection)
 
 
 def ours_step(device: torch.device):
@@ -124,6 +145,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    ap.add_argument("--peak-tflops", type=float, help="the device's peak, for MFU (H100 bf16: 989)")
     ap.add_argument("--one", nargs=2, metavar=("IMPL", "PRECISION"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -151,8 +173,14 @@ def main() -> None:
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
             r = rows[-1]
+            r["sequences_per_s"] = args.batch / (r["ms_per_step"] / 1000)
+            r["tflops"] = step_flops(args.batch, args.seq) / (r["ms_per_step"] / 1000) / 1e12
+            if args.peak_tflops:
+                r["mfu"] = r["tflops"] / args.peak_tflops
             print(
-                f"{impl:>12} {precision}: {r['ms_per_step']:8.1f} ms/step  peak {r['peak_mib']:7.0f} MiB",
+                f"{impl:>12} {precision}: {r['ms_per_step']:8.1f} ms/step  "
+                f"{r['sequences_per_s']:8.1f} seq/s  {r['tflops']:6.2f} TFLOP/s  "
+                f"peak {r['peak_mib']:7.0f} MiB" + (f"  MFU {r['mfu']:.1%}" if "mfu" in r else ""),
                 flush=True,
             )
     for precision in args.precisions:

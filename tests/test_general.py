@@ -4,6 +4,7 @@ and DDP (2 processes, gloo) equal to one process with the same global batch."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -155,7 +156,9 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, tiny_bert_dir, 
         assert torch.equal(a[key], b[key]), key  # bit for bit
 
 
-def test_two_process_ddp_equals_one_process(tmp_path, tiny_bert_dir, corpus_dir):
+def test_two_process_ddp_equals_one_process_and_resumes_across_world_sizes(
+    tmp_path, tiny_bert_dir, corpus_dir
+):
     # Uneven slices (5 rows over 2 processes), varied lengths (padding), accumulation (no_sync),
     # and a last batch of 1 row (41 = 8 * 5 + 1) that leaves process 1 nothing: the global-count
     # normalisation must make every case exact.
@@ -166,6 +169,7 @@ def test_two_process_ddp_equals_one_process(tmp_path, tiny_bert_dir, corpus_dir)
         "corpus.max_sequences=41",
         "general.epochs=1",
         "general.grad_accum=2",
+        "general.save_steps=2",
         "student.dropout=0.0",  # dropout masks differ per process by design
     )
     one, two = tmp_path / "one", tmp_path / "two"
@@ -175,3 +179,15 @@ def test_two_process_ddp_equals_one_process(tmp_path, tiny_bert_dir, corpus_dir)
     a, b = weights(one), weights(two)
     for key in a:
         torch.testing.assert_close(b[key], a[key], atol=1e-6, rtol=0)
+
+    # A checkpoint written by one process resumes under two and ends where one process does.
+    resumed = tmp_path / "resumed/general"
+    resumed.mkdir(parents=True)
+    shutil.copytree(one / "general/checkpoint-2", resumed / "checkpoint-2")
+    out = finish(
+        cli("general-distill", *args, f"output_dir={resumed.parent}", "resume=auto", torchrun=2)
+    )
+    assert "resumed from" in out and "at step 2" in out
+    c = weights(resumed.parent)
+    for key in a:
+        torch.testing.assert_close(c[key], a[key], atol=1e-6, rtol=0)

@@ -85,3 +85,52 @@ def test_fp16_on_cpu_is_a_clear_error():
             save_model=lambda m, d: None,
             device=torch.device("cpu"),
         )
+
+
+def test_overflowing_fp16_steps_are_skipped_and_counted(tmp_path):
+    """The loss-scaling path (as fp16 runs it on a GPU), driven on CPU: a step whose scaled
+    gradients overflow leaves the weights alone, halves the scale and is counted in the log."""
+    import json
+
+    from tinybert.distill.loop import Trainer
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.ones_(model.weight)
+    inputs = [1.0, 1e35, 1.0]  # step 2: the loss is finite, loss x scale (2^16) is not
+
+    def loss_fn(batch):
+        return model(torch.tensor([[inputs[int(batch["i"][0])]]])).sum(), {}
+
+    cfg = TrainConfig(
+        epochs=1,
+        batch_size=1,
+        lr=0.1,
+        warmup_ratio=0.0,
+        weight_decay=0.0,
+        max_grad_norm=0.0,
+        log_steps=1,
+        group_by_length=False,
+    )
+    trainer = Trainer(
+        cfg,
+        model=model,
+        loss_fn=loss_fn,
+        lengths=[1, 1, 1],
+        collate=lambda idx: {"i": torch.tensor(idx)},
+        out_dir=tmp_path,
+        save_model=lambda m, d: None,
+    )
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    trainer._finish = lambda: None  # no model directory to write for a bare Linear
+    # Visit the batches in order: step 2 is the overflowing one.
+    trainer._groups_left_in_epoch = lambda: iter([[[0]], [[1]], [[2]]][trainer.pos.batch :])
+    trainer.fit()
+    assert trainer.skipped_steps == 1
+    log = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["skipped_steps"], r["loss_scale"]) for r in log] == [
+        (0, 2.0**16),
+        (1, 2.0**15),
+        (1, 2.0**15),
+    ]
+    # Adam moves a weight by ~lr per real step; the lr decays 0.1, 0.067 (skipped), 0.033.
+    assert model.weight.item() == pytest.approx(1 - 0.1 - 0.1 / 3, abs=1e-4)

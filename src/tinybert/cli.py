@@ -5,6 +5,10 @@
     tinybert finetune     --config configs/sst2.yaml [key.sub=value ...]
     tinybert task-distill --config configs/sst2.yaml [key.sub=value ...]
     tinybert evaluate     --config configs/sst2.yaml --model runs/sst2/student/prediction/best
+    tinybert export       --model runs/sst2/student/prediction/best --int8 --optimize \
+                          [--config configs/sst2.yaml]     # -> .../best/onnx
+    tinybert evaluate     --config configs/sst2.yaml --model .../best/onnx [--precision int8]
+    tinybert predict      --model .../best/onnx sentences.tsv [--output out.jsonl]
     tinybert show-config  --config configs/sst2.yaml [key.sub=value ...]
 
 Every training command also runs under `torchrun --nproc_per_node N tinybert ...` (DDP).
@@ -71,8 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
         "finetune": "fine-tune a BERT directory on a task (the teacher); writes <output_dir>/teacher",
         "task-distill": "TD phase 1 (intermediate layers) and/or phase 2 (prediction layer); "
         "writes <output_dir>/student",
-        "evaluate": "evaluate a saved model on the task's dev split(s); prints and writes JSON",
+        "evaluate": "evaluate a saved model (PyTorch) or an export folder (ONNX Runtime) on the "
+        "task's dev split(s); prints and writes JSON",
         "show-config": "print the merged, checked configuration as YAML",
+        "init-model": "write a randomly initialised BERT of shape student.* with a given "
+        "vocabulary (a teacher to fine-tune from scratch where no pre-trained one exists)",
     }
     for name, text in helps.items():
         p = sub.add_parser(
@@ -84,12 +91,129 @@ def build_parser() -> argparse.ArgumentParser:
         )
         _add_config_args(p)
         if name == "evaluate":
-            p.add_argument("--model", required=True, help="saved model directory to evaluate")
-            p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-            p.add_argument(
-                "--output", help="JSON file for the metrics (default: <model>/eval_results.json)"
-            )
+            _add_evaluate_args(p)
+        if name == "init-model":
+            p.add_argument("--vocab", required=True, help="WordPiece vocab.txt (one token a line)")
+            p.add_argument("--output", required=True, help="folder for the new model")
+            p.add_argument("--cased", action="store_true", help="do not lowercase text")
+    _add_export(sub, epilog)
+    _add_predict(sub)
     return parser
+
+
+def _add_evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        help="saved model directory, or an export folder (model.onnx) to evaluate on ONNX Runtime",
+    )
+    p.add_argument(
+        "--onnx",
+        metavar="FILE",
+        help="evaluate this ONNX file (config.json and tokenizer from --model, else its folder)",
+    )
+    _add_backend_args(p)
+    p.add_argument(
+        "--output", help="JSON file for the metrics (default: <model>/eval_results.json)"
+    )
+
+
+def _add_backend_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--backend",
+        choices=["auto", "torch", "onnx"],
+        default="auto",
+        help="auto (default): ONNX Runtime for an export folder without PyTorch weights or "
+        "with --onnx, else PyTorch",
+    )
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "int8"],
+        default="fp32",
+        help="torch: fp32 or bf16 (autocast); onnx: fp32 (model_optimized.onnx if exported, "
+        "else model.onnx) or int8 (model_int8.onnx)",
+    )
+
+
+def _add_export(sub, epilog: str) -> None:
+    text = (
+        "export a saved model to ONNX (opset >= 17, dynamic batch and sequence axes) with its "
+        "config and tokenizer; checks the export against PyTorch (max logit difference <= 1e-4)"
+    )
+    more = (
+        "With --config (or overrides) the task's dev data is also used: the check runs on it, "
+        "and the dev metrics of PyTorch, ONNX fp32 and int8 are reported.\n\n"
+    )
+    p = sub.add_parser(
+        "export",
+        help=text,
+        description=text,
+        epilog=more + epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_config_args(p)
+    p.add_argument("--model", required=True, help="saved model directory (config.json, weights)")
+    p.add_argument(
+        "--output", help="export folder (default: <model>/onnx); replaced if it is an export"
+    )
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (default 17)")
+    p.add_argument(
+        "--optimize",
+        action="store_true",
+        help="also write model_optimized.onnx: ONNX Runtime's BERT fusions (fused Attention, "
+        "EmbedLayerNormalization, SkipLayerNormalization, BiasGelu)",
+    )
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="also write model_int8.onnx: dynamic int8 quantisation (per-channel weights)",
+    )
+
+
+def _add_predict(sub) -> None:
+    text = "label sentences or sentence pairs from a file or stdin; writes JSONL in input order"
+    more = (
+        "input formats (--format, default from the extension; stdin: text):\n"
+        "  text   one input a line: sentence, or sentence<TAB>pair\n"
+        "  tsv    as text; a first line naming a text column (text, sentence, sentence1, "
+        "question, ...) is a header,\n"
+        "         and only the text (and pair: text_pair, sentence2, ...) columns are read\n"
+        "  csv    header row as for tsv, CSV quoting\n"
+        '  jsonl  {"text": ..., "text_pair": ... (optional)} a line\n'
+        'output: {"line": N, "label": ..., "probs": {label: p, ...}} a line ({"value": x} for '
+        "regression)\n"
+        "bad input stops with file:line and exit 2, or with --skip-bad is reported and gets "
+        '{"line": N, "error": ...}\n'
+    )
+    p = sub.add_parser(
+        "predict",
+        help=text,
+        description=text,
+        epilog=more,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("input", nargs="?", default="-", help="input file (default or '-': stdin)")
+    p.add_argument(
+        "--model", required=True, help="saved model directory, or an export folder (model.onnx)"
+    )
+    p.add_argument("--onnx", metavar="FILE", help="run this ONNX file (implies --backend onnx)")
+    _add_backend_args(p)
+    p.add_argument("--output", "-o", help="JSONL file to write (default: stdout)")
+    p.add_argument("--format", choices=["auto", "text", "tsv", "csv", "jsonl"], default="auto")
+    p.add_argument("--batch-size", type=int, default=64, help="sequences per forward pass")
+    p.add_argument(
+        "--max-seq-length",
+        type=int,
+        help="tokens per input incl. [CLS]/[SEP]; longer inputs are truncated (pairs longest "
+        "first). Default 128, or the model's max_position_embeddings if smaller",
+    )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="report a bad line on stderr, write an error record for it and go on",
+    )
+    p.add_argument("--device", default="cpu", help="torch backend: cpu, cuda, cuda:1 ...")
+    p.add_argument("--threads", type=int, help="CPU threads (default: the library's choice)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _add_prepare_corpus(sub) -> None:
@@ -141,10 +265,125 @@ def _save_config(cfg: RunConfig, sub: str) -> None:
     (out / "config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
 
 
+def _export(args) -> None:
+    from tinybert.export.onnx import export_model
+
+    splits = task = None
+    batch_size = 32
+    if args.config or args.overrides:  # a task is given: check on (and score) its dev data
+        from tinybert.distill import recipes
+
+        cfg = load_run_config(args.config, args.overrides)
+        task = recipes.task_spec(cfg.task)
+        config = _model_config(args.model)
+        recipes.check_labels(_ConfigHolder(config), task, args.model)
+        data = recipes.load_task_data(cfg.task, args.model, cfg.seed, False, config.vocab_size)
+        # evaluate's batch size: int8 results depend a little on batch composition (dynamic
+        # quantisation scales each activation tensor as a whole), so the two then agree.
+        splits, batch_size = data.dev, cfg.finetune.eval_batch_size
+    output = args.output or str(Path(args.model) / "onnx")
+    result = export_model(
+        args.model,
+        output,
+        opset=args.opset,
+        optimize=args.optimize,
+        int8=args.int8,
+        splits=splits,
+        task=task,
+        batch_size=batch_size,
+    )
+    print("\n".join(result.summary()))
+
+
+class _ConfigHolder:
+    """check_labels reads `.config`; an exported model has a config.json but no nn.Module."""
+
+    def __init__(self, config):
+        self.config = config
+
+
+def _model_config(model_dir: str):
+    from tinybert.model import load_config
+
+    return load_config(model_dir)
+
+
+def _predict(args) -> None:
+    from tinybert.predict import PredictOptions, Predictor, predict_file
+
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    predictor = Predictor(
+        args.model, args.backend, args.precision, args.onnx, args.device, args.threads
+    )
+    options = PredictOptions(args.batch_size, args.max_seq_length, args.skip_bad)
+    progress = False if args.no_progress else None
+    stats = predict_file(predictor, args.input, args.output, args.format, options, progress)
+    if stats.bad:
+        print(
+            f"{stats.bad} of {stats.inputs} inputs were bad (error records written)",
+            file=sys.stderr,
+        )
+
+
+def _evaluate(args, cfg: RunConfig) -> None:
+    from tinybert.distill import recipes
+    from tinybert.predict import check_precision, resolve_backend
+
+    if not args.model and not args.onnx:
+        raise UserError("evaluate needs --model DIR (a saved model or an export folder)")
+    model_dir = args.model or str(Path(args.onnx).parent)
+    backend = resolve_backend(model_dir, args.backend, args.onnx)
+    check_precision(backend, args.precision)
+    if backend == "onnx":
+        metrics = _evaluate_onnx(model_dir, args.onnx, args.precision, cfg)
+    else:
+        metrics = recipes.run_evaluate(model_dir, cfg, args.precision)
+    info = {"model": model_dir, "task": cfg.task.name}
+    if backend == "onnx":
+        info.update(backend="onnx", onnx=metrics.pop("onnx"), precision=args.precision)
+    text = json.dumps({**info, **metrics}, indent=2)
+    print(text)
+    output = Path(args.output or Path(model_dir) / "eval_results.json")
+    output.write_text(text + "\n", encoding="utf-8")
+
+
+def _evaluate_onnx(model_dir: str, onnx_file: str | None, precision: str, cfg: RunConfig) -> dict:
+    """run_evaluate's steps with an ONNX Runtime session for the model: same data, metrics."""
+    from tinybert.distill import recipes
+    from tinybert.evaluate import evaluate_splits
+    from tinybert.export.runtime import OnnxLogits, find_onnx
+
+    path = find_onnx(model_dir, precision, onnx_file)
+    task = recipes.task_spec(cfg.task)
+    if getattr(task, "kind", "sequence") != "sequence":
+        raise UserError(
+            f"task '{task.name}' labels tokens; ONNX evaluation covers sequence-classification "
+            "tasks: evaluate the PyTorch model directory instead"
+        )
+    config = _model_config(model_dir)
+    recipes.check_labels(_ConfigHolder(config), task, model_dir)
+    data = recipes.load_task_data(cfg.task, model_dir, cfg.seed, False, config.vocab_size)
+    if cfg.task.max_seq_length > config.max_position_embeddings:
+        raise UserError(
+            f"task.max_seq_length {cfg.task.max_seq_length} is longer than the model's "
+            f"max_position_embeddings ({config.max_position_embeddings})"
+        )
+    batch = cfg.finetune.eval_batch_size
+    metrics = evaluate_splits(OnnxLogits(path), data.dev, task, batch, pad_id=data.pad_id)
+    return {"onnx": str(path), **metrics}
+
+
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "prepare-corpus":
         _prepare_corpus(args)
+        return 0
+    if args.command == "export":
+        _export(args)
+        return 0
+    if args.command == "predict":
+        _predict(args)
         return 0
     cfg = load_run_config(args.config, args.overrides)
     # Imported here so `--help` and config errors answer instantly, before torch loads.
@@ -170,11 +409,14 @@ def run(argv: list[str] | None = None) -> int:
             )
             print(f"{phase}: {result.steps} steps{best} -> {result.best_dir or result.final_dir}")
     elif args.command == "evaluate":
-        metrics = recipes.run_evaluate(args.model, cfg, args.precision)
-        text = json.dumps({"model": args.model, "task": cfg.task.name, **metrics}, indent=2)
-        print(text)
-        output = Path(args.output or Path(args.model) / "eval_results.json")
-        output.write_text(text + "\n", encoding="utf-8")
+        _evaluate(args, cfg)
+    elif args.command == "init-model":
+        out = recipes.run_init_model(cfg, args.vocab, args.output, lowercase=not args.cased)
+        s = cfg.student
+        print(
+            f"random BERT {s.num_hidden_layers}L-{s.hidden_size} (heads {s.num_attention_heads}, "
+            f"FFN {s.intermediate_size}) with {args.vocab} -> {out}"
+        )
     return 0
 
 

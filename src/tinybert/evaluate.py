@@ -17,6 +17,7 @@ from numpy.typing import ArrayLike
 from torch import nn
 
 from tinybert.data import collate
+from tinybert.data.clue import decode_spans, score_entities
 from tinybert.errors import UserError
 
 if TYPE_CHECKING:
@@ -134,46 +135,122 @@ def compute_metrics(task: TaskSpec, preds: ArrayLike, labels: ArrayLike) -> dict
 # running a model over dev sets
 
 
-@torch.no_grad()
-def predict_logits(
-    model: nn.Module, dataset: TaskDataset, batch_size: int, device: torch.device, pad_id: int = 0
-) -> torch.Tensor:
-    """The model's logits for every example, (N, C) float32 on CPU, in dataset order.
+# A backend-agnostic model: a collated batch (input_ids, attention_mask, token_type_ids: (B, T)
+# int64 CPU tensors) -> logits (B, C), a tensor or a numpy array. PyTorch modules and ONNX
+# Runtime sessions (tinybert.export.runtime) both fit, so one loop evaluates either.
+LogitsFn = Callable[[dict[str, torch.Tensor]], "torch.Tensor | np.ndarray"]
 
-    Examples are batched shortest first, so each batch pads to a similar length.
-    """
-    was_training = model.training
-    model.eval()
-    order = sorted(range(len(dataset)), key=dataset.lengths.__getitem__)
-    out = torch.empty(len(dataset), model.config.num_labels)
-    for start in range(0, len(order), batch_size):
-        indices = order[start : start + batch_size]
-        batch = collate([dataset[i] for i in indices], pad_id=pad_id)
-        logits = model(
+
+def torch_logits_fn(model: nn.Module, device: torch.device | None = None) -> LogitsFn:
+    """`model` (a tinybert head model) as a LogitsFn; batches move to `device` (default CPU)."""
+    device = device or torch.device("cpu")
+
+    def logits(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model(
             batch["input_ids"].to(device),
             batch["attention_mask"].to(device),
             batch["token_type_ids"].to(device),
         ).logits
-        out[indices] = logits.float().cpu()
-    model.train(was_training)
-    return out
+
+    return logits
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module | LogitsFn,
+    dataset: TaskDataset,
+    batch_size: int,
+    device: torch.device | None = None,
+    pad_id: int = 0,
+    progress: Callable[[int], object] | None = None,
+) -> torch.Tensor:
+    """The model's logits for every example, (N, C) float32 on CPU, in dataset order.
+
+    `model` is an nn.Module (run in eval mode on `device`, its mode restored after) or any
+    LogitsFn. Examples are batched shortest first, so each batch pads to a similar length.
+    `progress(n)` is called after each batch with its number of examples.
+    """
+    if not isinstance(model, nn.Module):
+        return _run_batches(model, dataset, batch_size, pad_id, progress)
+    was_training = model.training
+    model.eval()
+    try:
+        out = _run_batches(torch_logits_fn(model, device), dataset, batch_size, pad_id, progress)
+    finally:
+        model.train(was_training)
+    return out if len(dataset) else torch.empty(0, model.config.num_labels)
+
+
+def _run_batches(
+    fn: LogitsFn,
+    dataset: TaskDataset,
+    batch_size: int,
+    pad_id: int,
+    progress: Callable[[int], object] | None,
+) -> torch.Tensor:
+    order = sorted(range(len(dataset)), key=dataset.lengths.__getitem__)
+    out = torch.empty(0, 0)
+    rows: list[torch.Tensor] = []  # token tasks: one (T_i, C) tensor per example
+    for start in range(0, len(order), batch_size):
+        indices = order[start : start + batch_size]
+        logits = torch.as_tensor(fn(collate([dataset[i] for i in indices], pad_id=pad_id)))
+        logits = logits.float().cpu()
+        if logits.dim() == 3:  # (B, T, C): keep each example's real tokens
+            rows = rows or [torch.empty(0)] * len(dataset)
+            for row, i in enumerate(indices):
+                rows[i] = logits[row, : dataset.lengths[i]]
+        else:
+            if start == 0:  # the label count is known once the first batch is out
+                out = torch.empty(len(dataset), *logits.shape[1:])
+            out[indices] = logits
+        if progress is not None:
+            progress(len(indices))
+    return rows if rows else out
 
 
 def evaluate_splits(
-    model: nn.Module,
+    model: nn.Module | LogitsFn,
     splits: dict[str, TaskDataset],
     task: TaskSpec,
     batch_size: int,
-    device: torch.device,
+    device: torch.device | None = None,
     pad_id: int = 0,
 ) -> dict[str, float]:
-    """Metrics of `model` on each dev split; keys are prefixed "split/" when there are several."""
+    """Metrics of `model` (an nn.Module or a LogitsFn, see predict_logits) on each dev split;
+    keys are prefixed "split/" when there are several."""
     results: dict[str, float] = {}
     for name, dataset in splits.items():
         logits = predict_logits(model, dataset, batch_size, device, pad_id)
-        labels = np.array([dataset[i]["label"] for i in range(len(dataset))])
-        preds = logits.squeeze(-1).numpy() if task.is_regression else logits.argmax(-1).numpy()
-        metrics = {**compute_metrics(task, preds, labels), "n_examples": len(dataset)}
+        if task.kind == "token":
+            metrics = {**token_metrics(task, dataset, logits), "n_examples": len(dataset)}
+        else:
+            labels = np.array([dataset[i]["label"] for i in range(len(dataset))])
+            preds = logits.squeeze(-1).numpy() if task.is_regression else logits.argmax(-1).numpy()
+            metrics = {**compute_metrics(task, preds, labels), "n_examples": len(dataset)}
         prefix = "" if len(splits) == 1 else f"{name}/"
         results.update({prefix + k: v for k, v in metrics.items()})
     return results
+
+
+def predicted_entities(task: TaskSpec, dataset: TaskDataset, i: int, logits: torch.Tensor) -> set:
+    """Example i's entities (type, start, end inclusive, characters) from its token logits
+    (T_i, C); [CLS]/[SEP] (tag -100) never carry a tag."""
+    scored = np.asarray(dataset[i]["tag_ids"]) != -100
+    best = logits.argmax(-1).tolist()
+    tags = [task.labels[t] if ok else None for t, ok in zip(best, scored, strict=True)]
+    return decode_spans(tags, dataset.token_char_spans(i))
+
+
+def token_metrics(task: TaskSpec, dataset: TaskDataset, logits: list[torch.Tensor]) -> dict:
+    """NER: entity precision/recall/F1 (exact span and type, micro, and F1 per type) against
+    the gold entities of the file, and token accuracy over scored tokens as a secondary figure.
+    Entities cut off by max_seq_length count as missed."""
+    predicted = [predicted_entities(task, dataset, i, logits[i]) for i in range(len(dataset))]
+    right = total = 0
+    for i in range(len(dataset)):
+        gold = np.asarray(dataset[i]["tag_ids"])
+        scored = gold != -100
+        right += int((logits[i].argmax(-1).numpy()[scored] == gold[scored]).sum())
+        total += int(scored.sum())
+    scores = score_entities(dataset.gold_spans, predicted)
+    return {**scores, "token_accuracy": right / total if total else 0.0}

@@ -13,6 +13,7 @@ from tinybert.data.tasks import KNOWN_TASKS, Example, TaskSpec, get_task, read_e
 from tinybert.data.tokenization import (
     TaskDataset,
     encode_examples,
+    encode_texts,
     load_tokenizer,
     tokenizer_info,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "batch_order",
     "collate",
     "encode_examples",
+    "encode_texts",
     "get_task",
     "load_tokenizer",
     "read_examples",

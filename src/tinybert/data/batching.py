@@ -22,8 +22,9 @@ def collate(items: list[dict], pad_id: int = 0) -> dict[str, Tensor]:
     """Stack dataset items into a batch padded to its longest sequence T (never more).
 
     Returns input_ids (B, T) long (pad_id after the end), attention_mask (B, T) long (1 = real),
-    token_type_ids (B, T) long (0 on padding), labels (B,) long or float32 for regression,
-    index (B,) long: each item's position in its dataset.
+    token_type_ids (B, T) long (0 on padding), labels (B,) long or float32 for regression, or
+    for token tasks (items with "tag_ids") (B, T) long with -100 where nothing is scored
+    (special tokens, padding), index (B,) long: each item's position in its dataset.
     """
     lengths = [len(it["input_ids"]) for it in items]
     batch, width = len(items), max(lengths)
@@ -34,13 +35,20 @@ def collate(items: list[dict], pad_id: int = 0) -> dict[str, Tensor]:
         input_ids[row, :n] = it["input_ids"]
         type_ids[row, :n] = it["token_type_ids"]
         mask[row, :n] = 1
-    labels = [it["label"] for it in items]
-    regression = isinstance(labels[0], float)
+    if "tag_ids" in items[0]:
+        tags = np.full((batch, width), -100, dtype=np.int64)
+        for row, (it, n) in enumerate(zip(items, lengths, strict=True)):
+            tags[row, :n] = it["tag_ids"]
+        labels = torch.from_numpy(tags)
+    else:
+        values = [it["label"] for it in items]
+        regression = isinstance(values[0], float)
+        labels = torch.tensor(values, dtype=torch.float32 if regression else torch.long)
     return {
         "input_ids": torch.from_numpy(input_ids),
         "attention_mask": torch.from_numpy(mask),
         "token_type_ids": torch.from_numpy(type_ids),
-        "labels": torch.tensor(labels, dtype=torch.float32 if regression else torch.long),
+        "labels": labels,
         "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
     }
 

@@ -33,7 +33,7 @@ class Example:
     text_b: str | None
     label: str | float | None  # class name, regression score, or None (unlabelled)
     source: str  # "path:line", for error messages
-    tags: tuple[str, ...] | None = None  # reserved for token classification
+    spans: tuple[tuple[str, int, int], ...] | None = None  # NER: (type, start, end incl.) chars
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,7 @@ class TaskSpec:
     main_metric: str
     train_split: str  # file name inside the task's data_dir, e.g. "train.tsv"
     dev_splits: dict[str, str]  # eval name -> file name, e.g. {"dev": "dev.tsv"}
+    kind: Literal["sequence", "token"] = "sequence"  # token: one label per token (NER)
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,8 @@ _GLUE: dict[str, tuple[TaskSpec, _TsvLayout]] = {
     ),
 }  # fmt: skip
 _GENERIC = ("jsonl", "csv")
-KNOWN_TASKS = (*_GLUE, *_GENERIC)
+_CLUE = ("tnews", "cluener")
+KNOWN_TASKS = (*_GLUE, *_CLUE, *_GENERIC)
 
 
 class _RowError(Exception):
@@ -160,6 +162,10 @@ def get_task(name: str, labels: Sequence[str] | None = None, regression: bool = 
         return _glue_task(key, labels, regression)
     if key in _GENERIC:
         return _generic_task(key, labels, regression)
+    if key in _CLUE:
+        if labels is not None or regression:
+            raise UserError(f"task {key!r} has fixed labels; remove task.labels/task.regression")
+        return _clue_task(key)
     raise UserError(f"unknown task {name!r}; known tasks: {', '.join(KNOWN_TASKS)}")
 
 
@@ -195,6 +201,18 @@ def _generic_task(key: str, labels: Sequence[str] | None, regression: bool) -> T
     return TaskSpec(key, names, False, metrics, "accuracy", *splits)
 
 
+def _clue_task(key: str) -> TaskSpec:
+    from tinybert.data import clue
+
+    splits = ("train.json", {"dev": "dev.json"})
+    if key == "tnews":
+        labels = tuple(clue.TNEWS_CODES.values())
+        return TaskSpec("tnews", labels, False, ("accuracy",), "accuracy", *splits)
+    metrics = ("f1", "precision", "recall", "token_accuracy")
+    labels = clue.bios_tags(clue.CLUENER_TYPES)
+    return TaskSpec("cluener", labels, False, metrics, "f1", *splits, kind="token")
+
+
 # --------------------------------------------------------------------------- reading
 
 
@@ -217,6 +235,10 @@ def read_examples(
         rows = _jsonl_rows(task, path)
     elif task.name == "csv":
         rows = _csv_rows(task, path)
+    elif task.name in _CLUE:
+        from tinybert.data import clue
+
+        rows = (clue.tnews_rows if task.name == "tnews" else clue.cluener_rows)(task, path)
     else:
         raise UserError(f"unknown task {task.name!r}; known tasks: {', '.join(KNOWN_TASKS)}")
     examples, skipped = _collect(rows, on_error)
@@ -246,6 +268,10 @@ def _check_file(task: TaskSpec, path: Path) -> None:
         what = f"the official GLUE {layout.title} file ({layout.describe})"
     elif task.name == "jsonl":
         what = 'a JSONL file, one object a line: {"text": ..., "text_pair": ..., "label": ...}'
+    elif task.name == "tnews":
+        what = 'the CLUE TNEWS JSON lines: {"label": "102", "label_desc": ..., "sentence": ...}'
+    elif task.name == "cluener":
+        what = 'the CLUENER JSON lines: {"text": ..., "label": {type: {entity: [[start, end]]}}}'
     else:
         what = "a CSV file with a header row naming columns text[,text_pair],label"
     state = "is a directory" if path.is_dir() else "not found"

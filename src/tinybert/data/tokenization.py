@@ -134,6 +134,11 @@ class TaskDataset(Dataset):
     offsets: np.ndarray  # (N + 1,) int64
     labels: list[int] | list[float]  # class index, or score for regression
     lengths: list[int]  # (N,) tokens per example, including [CLS]/[SEP]
+    # Token tasks (NER) only: per token, the tag index (-100 on [CLS]/[SEP]: never scored) and
+    # its character span [start, end) in the text; per example, the gold entities.
+    tag_ids: np.ndarray | None = None  # (total_tokens,) int16
+    char_spans: np.ndarray | None = None  # (total_tokens, 2) int32
+    gold_spans: list[frozenset] | None = None  # (type, start, end inclusive) per entity
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -144,22 +149,37 @@ class TaskDataset(Dataset):
         lengths = [self.lengths[i] for i in keep]
         offsets = np.zeros(len(keep) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
+
+        def cat(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else np.concatenate([a[p] for p in parts] or [a[:0]])
+
         return TaskDataset(
-            ids=np.concatenate([self.ids[p] for p in parts] or [self.ids[:0]]),
-            type_ids=np.concatenate([self.type_ids[p] for p in parts] or [self.type_ids[:0]]),
+            ids=cat(self.ids),
+            type_ids=cat(self.type_ids),
             offsets=offsets,
             labels=[self.labels[i] for i in keep],
             lengths=lengths,
+            tag_ids=cat(self.tag_ids),
+            char_spans=cat(self.char_spans),
+            gold_spans=None if self.gold_spans is None else [self.gold_spans[i] for i in keep],
         )
 
     def __getitem__(self, i: int) -> dict:
         start, end = self.offsets[i], self.offsets[i + 1]
-        return {
+        item = {
             "input_ids": self.ids[start:end].tolist(),
             "token_type_ids": self.type_ids[start:end].tolist(),
             "label": self.labels[i],
             "index": i,
         }
+        if self.tag_ids is not None:
+            item["tag_ids"] = self.tag_ids[start:end].tolist()
+        return item
+
+    def token_char_spans(self, i: int) -> list[tuple[int, int]]:
+        """Token tasks: example i's tokens' character spans [start, end) ((0, 0) = special)."""
+        start, end = self.offsets[i], self.offsets[i + 1]
+        return [tuple(span) for span in self.char_spans[start:end].tolist()]
 
 
 def encode_examples(
@@ -170,8 +190,24 @@ def encode_examples(
     Pairs are truncated "longest_first": tokens come off the longer segment first.
     Labels become class indices in task.labels order (float scores for regression).
     """
+    if task.kind == "token":
+        return _encode_token_examples(tokenizer, examples, task, max_seq_length)
     labels = [_label_value(task, ex) for ex in examples]
     texts = [ex.text_a if ex.text_b is None else (ex.text_a, ex.text_b) for ex in examples]
+    return _encode_dataset(tokenizer, texts, labels, max_seq_length)
+
+
+def encode_texts(
+    tokenizer: Tokenizer, texts: Sequence[str | tuple[str, str]], max_seq_length: int
+) -> TaskDataset:
+    """Tokenise unlabelled inputs (a sentence, or a (sentence, pair) tuple each) for prediction,
+    truncated exactly as encode_examples does; every label is a placeholder 0."""
+    return _encode_dataset(tokenizer, texts, [0] * len(texts), max_seq_length)
+
+
+def _encode_dataset(
+    tokenizer: Tokenizer, texts: Sequence, labels: list, max_seq_length: int
+) -> TaskDataset:
     ids, type_ids, lengths = [np.zeros(0, np.int32)], [np.zeros(0, np.int8)], []
     for start in range(0, len(texts), _CHUNK):  # flatten chunk by chunk: few Python ints alive
         encodings = _encode(tokenizer, texts[start : start + _CHUNK], max_seq_length)
@@ -183,11 +219,47 @@ def encode_examples(
     return TaskDataset(np.concatenate(ids), np.concatenate(type_ids), offsets, labels, lengths)
 
 
+def _encode_token_examples(
+    tokenizer: Tokenizer, examples: Sequence[Example], task: TaskSpec, max_seq_length: int
+) -> TaskDataset:
+    """NER: tokens with their character spans and tags (from the examples' entity spans)."""
+    from tinybert.data.clue import char_tags, token_tags
+
+    tag_index = {t: i for i, t in enumerate(task.labels)}
+    ids, type_ids, tag_ids, spans, lengths = [], [], [], [], []
+    for start in range(0, len(examples), _CHUNK):
+        chunk = examples[start : start + _CHUNK]
+        encodings = _encode(tokenizer, [ex.text_a for ex in chunk], max_seq_length, offsets=True)
+        for ex, enc in zip(chunk, encodings, strict=True):
+            offsets = [
+                (a, b) if m == 0 else (0, 0)
+                for (a, b), m in zip(enc.offsets, enc.special_tokens_mask, strict=True)
+            ]
+            tags = token_tags(offsets, char_tags(len(ex.text_a), ex.spans or ()))
+            ids.append(enc.ids)
+            type_ids.append(enc.type_ids)
+            tag_ids.append([-100 if t is None else tag_index[t] for t in tags])
+            spans.append(offsets)
+            lengths.append(len(enc))
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return TaskDataset(
+        ids=_flat(ids, np.int32),
+        type_ids=_flat(type_ids, np.int8),
+        offsets=offsets,
+        labels=[0] * len(examples),  # unused: the labels are per token
+        lengths=lengths,
+        tag_ids=_flat(tag_ids, np.int16),
+        char_spans=np.array([s for row in spans for s in row], dtype=np.int32).reshape(-1, 2),
+        gold_spans=[frozenset(ex.spans or ()) for ex in examples],
+    )
+
+
 def _flat(rows: list[list[int]], dtype: type) -> np.ndarray:
     return np.fromiter(chain.from_iterable(rows), dtype=dtype, count=sum(map(len, rows)))
 
 
-def _encode(tok: Tokenizer, texts: list, max_seq_length: int) -> list:
+def _encode(tok: Tokenizer, texts: list, max_seq_length: int, offsets: bool = False) -> list:
     """encode_batch (multi-threaded) with our truncation; the tokenizer's settings are restored."""
     smallest = tok.num_special_tokens_to_add(is_pair=True) + 2  # one token of each segment
     if max_seq_length < smallest:
@@ -198,7 +270,8 @@ def _encode(tok: Tokenizer, texts: list, max_seq_length: int) -> list:
     tok.enable_truncation(max_seq_length, strategy="longest_first")
     tok.no_padding()
     try:
-        return tok.encode_batch_fast(texts)
+        # encode_batch_fast skips the character offsets; token tasks need them.
+        return tok.encode_batch(texts) if offsets else tok.encode_batch_fast(texts)
     except Exception as e:  # tokenizers raises plain Exceptions
         raise UserError(f"tokenisation failed ({e}); try a larger task.max_seq_length") from None
     finally:

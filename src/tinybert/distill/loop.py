@@ -255,10 +255,10 @@ class Trainer:
         totals: dict[str, float] = {}
         for k, indices in enumerate(group):
             batch = self._local_batch(indices)
-            last = k == len(group) - 1
             # Accumulating under DDP: all-reduce the gradients once, after the last micro-batch.
-            sync = contextlib.nullcontext() if last or not self.dist.enabled else None
-            with sync or self.objective.no_sync(), autocast(self.device, self.cfg.precision):
+            defer = self.dist.enabled and k < len(group) - 1
+            no_sync = self.objective.no_sync if defer else contextlib.nullcontext
+            with no_sync(), autocast(self.device, self.cfg.precision):
                 loss, parts = self.objective(batch)
             if not torch.isfinite(loss):
                 raise UserError(
@@ -268,7 +268,7 @@ class Trainer:
             # DDP averages gradients over processes; each slice's loss is already a share of
             # the global batch's, so scale back up to a sum.
             scaled = loss * (self.dist.world / len(group))
-            with sync or self.objective.no_sync():
+            with no_sync():
                 self.scaler.scale(scaled).backward()
             for key, value in {"loss": loss.item(), **parts}.items():
                 totals[key] = totals.get(key, 0.0) + value / len(group)

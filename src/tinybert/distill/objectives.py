@@ -45,14 +45,22 @@ def _encoder(model: nn.Module) -> nn.Module:
 
 
 class SupervisedLoss:
-    """Gold-label loss for fine-tuning: CE over classes, or MSE for one regression output."""
+    """Gold-label loss for fine-tuning: CE over classes, or MSE for one regression output.
+
+    Token tasks (logits (B, T, C), labels (B, T)): CE averaged over scored tokens; labels of
+    -100 ([CLS], [SEP], padding) are never scored.
+    """
 
     def __init__(self, model: nn.Module, regression: bool):
         self.model, self.regression = model, regression
 
     def __call__(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        logits = self.model(**_inputs(batch)).logits.float()  # (B, C)
-        if self.regression:
+        logits = self.model(**_inputs(batch)).logits.float()  # (B, C) or (B, T, C)
+        if logits.dim() == 3:
+            loss = F.cross_entropy(
+                logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100
+            )
+        elif self.regression:
             loss = F.mse_loss(logits.squeeze(-1), batch["labels"].float())
         else:
             loss = F.cross_entropy(logits, batch["labels"])
@@ -111,26 +119,44 @@ class IntermediateLoss:
 
 
 class PredictionLoss:
-    """TD phase 2: match the teacher's (cached) logits. `batch["index"]` picks each row's logits."""
+    """TD phase 2: match the teacher's (cached) logits. `batch["index"]` picks each row's logits.
+
+    Token tasks: the soft cross-entropy runs per token over the scored tokens only (labels not
+    -100: never padding, [CLS] or [SEP]), averaged over them.
+    """
 
     def __init__(
         self,
         student: nn.Module,
-        teacher_logits: torch.Tensor,
+        teacher_logits: torch.Tensor | list[torch.Tensor],
         cfg: DistillConfig,
         regression: bool,
     ):
-        self.student, self.teacher_logits = student, teacher_logits  # (N, C), on CPU
+        # (N, C) on CPU; token tasks: N tensors (T_i, C), one per example.
+        self.student, self.teacher_logits = student, teacher_logits
         self.cfg, self.regression = cfg, regression
 
     def __call__(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         s = self.student(**_inputs(batch)).logits.float()
+        if s.dim() == 3:
+            t = self._token_logits(batch["index"].tolist(), s)
+            mask = batch["labels"] != -100
+            loss = soft_cross_entropy(s, t, self.cfg.temperature, self.cfg.scale_by_t2, mask=mask)
+            return loss * _row_share(batch), {}
         t = self.teacher_logits[batch["index"].cpu()].to(s.device)
         if self.regression:
             loss = logit_mse(s, t)
         else:
             loss = soft_cross_entropy(s, t, self.cfg.temperature, self.cfg.scale_by_t2)
         return loss * _row_share(batch), {}
+
+    def _token_logits(self, indices: list[int], like: torch.Tensor) -> torch.Tensor:
+        """The cached teacher logits of these examples, padded to `like`'s (B, T, C)."""
+        t = torch.zeros_like(like)
+        for row, i in enumerate(indices):
+            cached = self.teacher_logits[i]
+            t[row, : len(cached)] = cached.to(like.device)
+        return t
 
 
 @torch.no_grad()
@@ -142,7 +168,8 @@ def teacher_logits(
     device: torch.device,
     amp: Callable[[], contextlib.AbstractContextManager],
 ) -> torch.Tensor:
-    """Run the teacher once over the training set and return its logits, (N, C) float32 on CPU.
+    """Run the teacher once over the training set and return its logits, (N, C) float32 on CPU
+    (token tasks: a list of N tensors (T_i, C), each example's real tokens).
 
     They never change during phase 2, so caching saves one teacher forward per step. Examples
     are visited shortest first (little padding) and the rows put back in dataset order.
@@ -156,5 +183,5 @@ def teacher_logits(
         with amp():
             logits = teacher(**{k: v.to(device) for k, v in _inputs(batch).items()}).logits
         for i, row in zip(indices, logits.float().cpu(), strict=True):
-            rows[i] = row
-    return torch.stack(rows)
+            rows[i] = row[: lengths[i]] if row.dim() == 2 else row
+    return rows if rows and rows[0].dim() == 2 else torch.stack(rows)

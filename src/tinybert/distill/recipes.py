@@ -6,6 +6,7 @@ task-distill: teacher   -> <output_dir>/student/intermediate/final -> .../predic
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -39,7 +40,14 @@ from tinybert.distill.objectives import (
 from tinybert.distill.projection import HiddenProjection
 from tinybert.errors import UserError
 from tinybert.evaluate import evaluate_splits
-from tinybert.model import BertConfig, BertForSequenceClassification, load_model, save_model
+from tinybert.model import (
+    BertConfig,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    BertModel,
+    load_model,
+    save_model,
+)
 
 
 @dataclass
@@ -139,6 +147,11 @@ def check_labels(model: nn.Module, task: TaskSpec, where: str) -> None:
         )
 
 
+def _head(task: TaskSpec) -> str:
+    """The model head a task needs: one label per sequence, or one per token (NER)."""
+    return "token" if task.kind == "token" else "sequence"
+
+
 def _head_args(task: TaskSpec) -> dict:
     if task.is_regression:
         return {"num_labels": 1, "id2label": None}
@@ -163,7 +176,7 @@ def run_finetune(cfg: RunConfig) -> TrainResult:
     dist, device = distributed.setup(cfg.device)
     task = task_spec(cfg.task)
     torch.manual_seed(cfg.seed)
-    model, report = load_model(cfg.model, head="sequence", **_head_args(task))
+    model, report = load_model(cfg.model, head=_head(task), **_head_args(task))
     _report(cfg.model, report)
     check_labels(model, task, cfg.model)
     data = load_task_data(cfg.task, cfg.model, cfg.seed, vocab_size=model.config.vocab_size)
@@ -217,11 +230,13 @@ def build_student(cfg: StudentConfig, teacher: nn.Module, task: TaskSpec) -> nn.
     if cfg.init == "checkpoint":
         if not cfg.path:
             raise UserError("student.init=checkpoint needs student.path=<saved model directory>")
-        student, report = load_model(cfg.path, head="sequence", **head)
+        student, report = load_model(cfg.path, head=_head(task), **head)
         _report(cfg.path, report)
         return student
     if cfg.init == "teacher_layers":
         return _student_from_teacher_layers(cfg, teacher)
+    if task.kind == "token":
+        return BertForTokenClassification(student_shape(cfg, teacher.config, **head))
     problem = "regression" if task.is_regression else "single_label_classification"
     return BertForSequenceClassification(
         student_shape(cfg, teacher.config, problem_type=problem, **head)
@@ -255,7 +270,7 @@ def _student_from_teacher_layers(cfg: StudentConfig, teacher: nn.Module) -> nn.M
             f"student.teacher_layers must list teacher layers in 1..{n_teacher} "
             f"(e.g. [2, 4, 6]); got {layers}"
         )
-    student = BertForSequenceClassification(replace(teacher.config, num_hidden_layers=len(layers)))
+    student = type(teacher)(replace(teacher.config, num_hidden_layers=len(layers)))
     state = teacher.state_dict()
     for k, i in enumerate(layers):
         prefix, target = f"bert.encoder.layer.{i - 1}.", f"bert.encoder.layer.{k}."
@@ -270,7 +285,7 @@ def _student_from_teacher_layers(cfg: StudentConfig, teacher: nn.Module) -> nn.M
 def load_teacher(cfg: RunConfig, task: TaskSpec, device: torch.device) -> nn.Module:
     if not cfg.teacher:
         raise UserError("task-distill needs teacher=<fine-tuned teacher directory>")
-    teacher, report = load_model(cfg.teacher, head="sequence")
+    teacher, report = load_model(cfg.teacher, head=_head(task))
     if report.initialised:
         raise UserError(
             f"teacher {cfg.teacher} has no trained task head ({', '.join(report.initialised)}); "
@@ -375,7 +390,7 @@ def run_evaluate(model_dir: str, cfg: RunConfig, precision: str = "fp32") -> dic
     """Evaluate a saved model on every dev split of the task; every example counts."""
     device = resolve_device(cfg.device)
     task = task_spec(cfg.task)
-    model, report = load_model(model_dir, head="sequence")
+    model, report = load_model(model_dir, head=_head(task))
     if report.initialised:
         raise UserError(f"{model_dir} has no trained task head ({', '.join(report.initialised)})")
     check_labels(model, task, model_dir)
@@ -385,3 +400,26 @@ def run_evaluate(model_dir: str, cfg: RunConfig, precision: str = "fp32") -> dic
         return evaluate_splits(
             model, data.dev, task, cfg.finetune.eval_batch_size, device, data.pad_id
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# init-model
+
+
+def run_init_model(cfg: RunConfig, vocab_file: str, out_dir: str, lowercase: bool = True) -> Path:
+    """A randomly initialised BERT encoder of shape `cfg.student` with the vocabulary in
+    `vocab_file`, saved as a Hugging Face directory: a teacher to fine-tune from scratch where
+    no pre-trained model of the language exists."""
+    vocab = Path(vocab_file)
+    if not vocab.is_file():
+        raise UserError(f"--vocab: file not found: {vocab}")
+    words = vocab.read_text(encoding="utf-8").splitlines()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+    (out / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": lowercase}) + "\n")
+    load_tokenizer(out)  # checks the vocabulary has [PAD], [UNK], [CLS], [SEP]
+    torch.manual_seed(cfg.seed)
+    shape = student_shape(cfg.student, BertConfig(vocab_size=len(words)))
+    save_model(BertModel(shape), out)
+    return out

@@ -1,0 +1,496 @@
+"""`tinybert predict`: label sentences (or sentence pairs) with a saved or exported model.
+
+    tinybert predict --model runs/sst2/onnx reviews.tsv --output labels.jsonl
+    echo "a gripping, funny film" | tinybert predict --model runs/sst2/student/prediction/best
+
+Inputs (--format, or from the file's extension; stdin is `text`):
+    text   one input a line: a sentence, or sentence<TAB>pair. No header.
+    tsv    like text, but a first line naming a text column (text, sentence, sentence1, question,
+           question1, "#1 String") is a header: those columns (and a pair column: text_pair,
+           sentence2, question2, "#2 String", or sentence beside question) are read, others
+           (label, index, ...) ignored. GLUE dev files work as they are.
+    csv    a header row as for tsv, then rows with real CSV quoting.
+    jsonl  one object a line: {"text": ..., "text_pair": ... (optional)}; other keys ignored.
+Output: one JSON object per input, in input order:
+    {"line": 3, "label": "positive", "probs": {"negative": 0.02, "positive": 0.98}}
+    {"line": 4, "value": 3.7}                        (regression)
+    {"line": 5, "error": "empty line"}               (--skip-bad only)
+Bad input (empty line, too many fields, not UTF-8, bad JSON) stops the run with "file:line: what"
+(exit 2); with skip_bad it is reported on stderr and gets an error record instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import BinaryIO, TextIO
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from tinybert.data import encode_texts, load_tokenizer, tokenizer_info
+from tinybert.errors import UserError
+from tinybert.evaluate import LogitsFn, predict_logits, torch_logits_fn
+from tinybert.export.runtime import OnnxLogits, find_onnx, is_export_dir
+from tinybert.model import load_config, load_model
+from tinybert.model.hub import CONFIG_FILE, WEIGHTS_FILES
+
+FORMATS = ("text", "tsv", "csv", "jsonl")
+TEXT_COLUMNS = ("text", "sentence", "sentence1", "question", "question1", "#1 String")
+PAIR_COLUMNS = ("text_pair", "sentence2", "question2", "#2 String", "sentence")
+CHUNK = 8192  # inputs sorted and batched together: bounds memory on endless input
+_SKIP_HINT = "fix it, or pass --skip-bad to write an error record for it and go on"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One input: its 1-based line and text (a sentence or a pair), or what is wrong with it."""
+
+    line: int
+    text: str | tuple[str, str] | None
+    error: str | None = None
+
+
+@dataclass
+class PredictStats:
+    inputs: int = 0  # records written, error records included
+    bad: int = 0
+    backend: str = ""
+    model_file: str = ""
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+def detect_format(path: str | None, fmt: str = "auto") -> str:
+    """`fmt` unless "auto": then from the extension (.tsv .csv .jsonl/.json; else text)."""
+    if fmt != "auto":
+        if fmt not in FORMATS:
+            raise UserError(f"unknown input format {fmt!r}; use one of {', '.join(FORMATS)}")
+        return fmt
+    suffix = Path(path).suffix.lower() if path and path != "-" else ""
+    return {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}.get(suffix, "text")
+
+
+def read_records(stream: BinaryIO, fmt: str, where: str = "<stdin>") -> Iterator[Record]:
+    """The inputs of a byte stream in format `fmt`, one Record each, in order. `where` names the
+    stream in the one error that is not per line (a CSV without a header)."""
+    if fmt == "csv":
+        yield from _csv_records(stream, where)
+        return
+    lines = _decoded_lines(stream)
+    if fmt == "jsonl":
+        yield from (_json_record(n, text, err) for n, text, err in lines)
+    else:
+        yield from _tsv_records(lines, header_allowed=fmt == "tsv")
+
+
+def _decoded_lines(stream: BinaryIO) -> Iterator[tuple[int, str, str | None]]:
+    """(line number, text without line ending, problem or None). Split on "\\n" only: text may
+    hold other Unicode line separators."""
+    for lineno, raw in enumerate(stream, start=1):
+        if b"\0" in raw:
+            yield lineno, "", "binary data (a NUL byte); the input must be a text file"
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            yield lineno, "", f"not UTF-8 ({e.reason} at byte {e.start}); save the file as UTF-8"
+            continue
+        if lineno == 1:
+            text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark
+        yield lineno, text.rstrip("\r\n"), None
+
+
+def _columns(names: list[str]) -> tuple[int, int | None] | None:
+    """Indices of the text and pair columns a header names, or None if it names no text column."""
+    a = next((c for c in TEXT_COLUMNS if c in names), None)
+    if a is None:
+        return None
+    pairs = [c for c in PAIR_COLUMNS if c in names and c != a]
+    if a != "question" and pairs[:1] == ["sentence"]:
+        pairs = []  # "sentence" is a pair only beside "question" (QNLI)
+    return names.index(a), (names.index(pairs[0]) if pairs else None)
+
+
+def _tsv_records(
+    lines: Iterator[tuple[int, str, str | None]], header_allowed: bool
+) -> Iterator[Record]:
+    header, columns = None, None
+    for lineno, text, problem in lines:
+        if problem is None and lineno == 1 and header_allowed:
+            columns = _columns(text.split("\t"))
+            if columns is not None:
+                header = text.split("\t")
+                continue
+        if problem is None:
+            fields = text.split("\t")
+            problem = _fields_problem(fields, header)
+        if problem is not None:
+            yield Record(lineno, None, problem)
+            continue
+        yield _fields_record(lineno, fields, columns)
+
+
+def _fields_problem(fields: list[str], header: list[str] | None) -> str | None:
+    if fields == [""]:
+        return "empty line"
+    if header is not None and len(fields) != len(header):
+        return f"{len(fields)} tab-separated fields but the header has {len(header)}"
+    if header is None and len(fields) > 2:
+        return (
+            f"{len(fields)} tab-separated fields; expected a sentence or sentence<TAB>pair "
+            "(a .tsv file with a header row may have more columns)"
+        )
+    return None
+
+
+def _fields_record(lineno: int, fields: list[str], columns: tuple[int, int | None] | None):
+    a, b = columns if columns is not None else (0, 1 if len(fields) == 2 else None)
+    texts = [fields[a]] + ([fields[b]] if b is not None else [])
+    for i, t in enumerate(texts):
+        if not t.strip():
+            return Record(lineno, None, f"empty text in the {'pair' if i else 'first'} field")
+    return Record(lineno, texts[0] if b is None else (texts[0], texts[1]))
+
+
+def _json_record(lineno: int, text: str, problem: str | None) -> Record:
+    if problem is None and not text.strip():
+        problem = "empty line"
+    if problem is not None:
+        return Record(lineno, None, problem)
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        return Record(lineno, None, f"not valid JSON ({e.msg} at column {e.colno})")
+    if not isinstance(obj, dict):
+        return Record(lineno, None, f'expected an object like {{"text": "..."}}, got {text[:80]!r}')
+    columns = _columns(list(obj))
+    if columns is None:
+        return Record(lineno, None, f'no "text" key (keys: {", ".join(list(obj)[:8])})')
+    values = list(obj.values())
+    a, b = columns
+    texts = [values[a]] + ([values[b]] if b is not None and values[b] is not None else [])
+    for v in texts:
+        if not (isinstance(v, str) and v.strip()):
+            return Record(lineno, None, f"text must be a non-empty string, got {v!r}"[:120])
+    return Record(lineno, texts[0] if len(texts) == 1 else (texts[0], texts[1]))
+
+
+def _csv_records(stream: BinaryIO, where: str) -> Iterator[Record]:
+    """CSV with a header row; a quoted field may span lines (a row is named by its first)."""
+    bad: dict[int, str] = {}
+
+    def text_lines() -> Iterator[str]:
+        for lineno, raw in enumerate(stream, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                bad[lineno] = f"not UTF-8 ({e.reason} at byte {e.start}); save the file as UTF-8"
+                line = raw.decode("utf-8", errors="replace")
+            yield line.removeprefix("\ufeff") if lineno == 1 else line
+
+    reader = csv.reader(text_lines())
+    header = next(reader, None)
+    columns = _columns([c.strip() for c in header]) if header else None
+    if columns is None:
+        raise UserError(
+            f"{where}:1: a CSV input needs a header row naming its text column "
+            f"({', '.join(TEXT_COLUMNS[:3])}, ...); got {header!r}"
+        )
+    end = reader.line_num
+    while True:
+        start = end + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            end = reader.line_num
+            yield Record(start, None, f"unreadable CSV ({e})")
+            continue
+        end = reader.line_num
+        problem = next((bad[n] for n in range(start, end + 1) if n in bad), None)
+        if problem is None and not row:
+            problem = "empty line"
+        if problem is None and len(row) != len(header):
+            problem = f"{len(row)} fields but the header has {len(header)}"
+        yield Record(start, None, problem) if problem else _fields_record(start, row, columns)
+
+
+# ---------------------------------------------------------------------------------------------
+# the model
+
+
+def resolve_backend(model_dir: str | Path, backend: str = "auto", onnx_file: str | None = None):
+    """ "torch" or "onnx": as asked; for "auto", ONNX if --onnx is given or the folder is an
+    export without PyTorch weights, else PyTorch."""
+    if backend not in ("auto", "torch", "onnx"):
+        raise UserError(f"unknown backend {backend!r}; use auto, torch or onnx")
+    if backend != "auto":
+        return backend
+    if onnx_file:
+        return "onnx"
+    folder = Path(model_dir)
+    has_weights = any((folder / n).is_file() for n in WEIGHTS_FILES)
+    return "onnx" if is_export_dir(folder) and not has_weights else "torch"
+
+
+def check_precision(backend: str, precision: str) -> None:
+    allowed = {"torch": ("fp32", "bf16"), "onnx": ("fp32", "int8")}[backend]
+    if precision not in allowed:
+        raise UserError(
+            f"--precision {precision} is not available with the {backend} backend "
+            f"(use {' or '.join(allowed)}; int8 runs the export's model_int8.onnx)"
+        )
+
+
+class Predictor:
+    """A saved (PyTorch) or exported (ONNX) sequence classifier with its tokenizer and labels.
+
+    model_dir: a model directory (config.json, weights, tokenizer) or an export folder.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        backend: str = "auto",
+        precision: str = "fp32",
+        onnx_file: str | None = None,
+        device: str = "cpu",
+        threads: int | None = None,
+    ):
+        self.model_dir = Path(model_dir)
+        self.backend = resolve_backend(model_dir, backend, onnx_file)
+        check_precision(self.backend, precision)
+        self.config = load_config(model_dir)
+        self._refuse_token_head()
+        self.tokenizer = load_tokenizer(model_dir)
+        self.pad_id = tokenizer_info(self.tokenizer)[1]
+        self.regression = self.config.num_labels == 1
+        self.labels = self.config.id2label or tuple(
+            f"LABEL_{i}" for i in range(self.config.num_labels)
+        )
+        if self.backend == "onnx":
+            path = find_onnx(model_dir, precision, onnx_file)
+            self.fn: LogitsFn = OnnxLogits(path, threads)
+            self.model_file = str(path)
+        else:
+            self.fn = self._torch_fn(precision, device, threads)
+            self.model_file = str(self.model_dir)
+
+    def _refuse_token_head(self) -> None:
+        raw = json.loads((self.model_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+        if "BertForTokenClassification" in (raw.get("architectures") or []):
+            raise UserError(
+                f"{self.model_dir} is a token-classification model; predict labels whole "
+                "sentences and needs a sequence-classification model"
+            )
+
+    def _torch_fn(self, precision: str, device: str, threads: int | None) -> LogitsFn:
+        if threads:
+            torch.set_num_threads(threads)
+        model, report = load_model(self.model_dir, head="sequence")
+        if report.initialised:
+            raise UserError(
+                f"{self.model_dir} has no trained classifier ({', '.join(report.initialised)}); "
+                "predict with a fine-tuned or distilled model"
+            )
+        dev = torch.device(device)
+        base = torch_logits_fn(model.to(dev), dev)
+        if precision == "fp32":
+            return base
+
+        def bf16(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            with torch.autocast(dev.type, dtype=torch.bfloat16):
+                return base(batch)
+
+        return bf16
+
+    def logits(
+        self,
+        texts: list[str | tuple[str, str]],
+        batch_size: int,
+        max_seq_length: int,
+        progress=None,
+    ) -> torch.Tensor:
+        """(N, C) float32 logits of `texts`, in their order (batched shortest first inside)."""
+        if not texts:
+            return torch.empty(0, self.config.num_labels)
+        data = encode_texts(self.tokenizer, texts, max_seq_length)
+        return predict_logits(self.fn, data, batch_size, pad_id=self.pad_id, progress=progress)
+
+    def outputs(self, logits: torch.Tensor) -> list[dict]:
+        """One {"label", "probs"} (or {"value"} for regression) per row of logits (N, C)."""
+        if self.regression:
+            return [{"value": round(float(v), 6)} for v in logits[:, 0]]
+        probs = torch.softmax(logits.double(), dim=-1).numpy()
+        best = np.argmax(probs, axis=-1)
+        return [
+            {
+                "label": self.labels[k],
+                "probs": {
+                    name: round(float(p), 6) for name, p in zip(self.labels, row, strict=True)
+                },
+            }
+            for k, row in zip(best, probs, strict=True)
+        ]
+
+
+# ---------------------------------------------------------------------------------------------
+# running
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    batch_size: int = 64  # sequences per forward pass
+    # tokens per input incl. [CLS]/[SEP], pairs truncated longest-first; None: 128, or fewer
+    # if the model has fewer positions
+    max_seq_length: int | None = None
+    skip_bad: bool = False  # bad input: error record and go on, instead of stopping
+
+
+def predict_records(
+    predictor: Predictor,
+    records: Iterable[Record],
+    out: TextIO,
+    options: PredictOptions = PredictOptions(),
+    where: str = "<stdin>",
+    progress: tqdm | None = None,
+) -> PredictStats:
+    """Predict every record and write one JSON line each to `out`, in input order.
+
+    Records are taken CHUNK at a time; inside a chunk they are sorted by length and padded per
+    batch. A bad record raises UserError("where:line: ...") unless options.skip_bad, which
+    reports it on stderr and writes {"line": N, "error": ...} in its place.
+    """
+    options = replace(options, max_seq_length=_check_length(predictor, options.max_seq_length))
+    stats = PredictStats(backend=predictor.backend, model_file=predictor.model_file)
+    chunk: list[Record] = []
+    for record in records:
+        chunk.append(record)
+        if len(chunk) == CHUNK:
+            _predict_chunk(predictor, chunk, out, options, where, stats, progress)
+            chunk = []
+    if chunk:
+        _predict_chunk(predictor, chunk, out, options, where, stats, progress)
+    return stats
+
+
+def _check_length(predictor: Predictor, max_seq_length: int | None) -> int:
+    limit = predictor.config.max_position_embeddings
+    if max_seq_length is None:
+        return min(128, limit)
+    smallest = predictor.tokenizer.num_special_tokens_to_add(is_pair=True) + 2
+    if not smallest <= max_seq_length <= limit:
+        raise UserError(
+            f"--max-seq-length {max_seq_length}: use {smallest} to {limit} "
+            f"(the model has {limit} positions)"
+        )
+    return max_seq_length
+
+
+def _predict_chunk(
+    predictor: Predictor,
+    chunk: list[Record],
+    out: TextIO,
+    options: PredictOptions,
+    where: str,
+    stats: PredictStats,
+    bar: tqdm | None,
+) -> None:
+    for r in chunk:
+        if r.error is not None:
+            message = f"{where}:{r.line}: {r.error}"
+            if not options.skip_bad:
+                raise UserError(f"{message} ({_SKIP_HINT})")
+            tqdm.write(f"skipped {message}", file=sys.stderr)
+            stats.bad += 1
+    good = [r for r in chunk if r.error is None]
+    logits = predictor.logits(
+        [r.text for r in good], options.batch_size, options.max_seq_length, bar and bar.update
+    )
+    results = iter(predictor.outputs(logits))
+    for r in chunk:
+        body = {"error": r.error} if r.error is not None else next(results)
+        out.write(json.dumps({"line": r.line, **body}, ensure_ascii=False) + "\n")
+    out.flush()
+    if bar is not None:
+        bar.update(len(chunk) - len(good))
+    stats.inputs += len(chunk)
+
+
+def predict_file(
+    predictor: Predictor,
+    input_path: str | None,
+    output_path: str | None,
+    fmt: str = "auto",
+    options: PredictOptions = PredictOptions(),
+    show_progress: bool | None = None,
+) -> PredictStats:
+    """Read `input_path` (None or "-": stdin), write JSONL to `output_path` (None: stdout).
+
+    An output file is written under a temporary name and renamed at the end, so a run stopped by
+    bad input leaves no half-written file. show_progress None: a bar for input files when stderr
+    is a terminal; stdin never has one.
+    """
+    fmt = detect_format(input_path, fmt)
+    from_stdin = input_path in (None, "-")
+    where = "<stdin>" if from_stdin else str(input_path)
+    stream = sys.stdin.buffer if from_stdin else _open_text_file(Path(input_path))
+    bar = None
+    if not from_stdin and show_progress is not False:
+        total = _count_lines(Path(input_path))
+        bar = tqdm(total=total, unit=" lines", disable=None if show_progress is None else False)
+    try:
+        records = read_records(stream, fmt, where)
+        if output_path is None:
+            return predict_records(predictor, records, sys.stdout, options, where, bar)
+        return _to_file(predictor, records, Path(output_path), options, where, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+        if not from_stdin:
+            stream.close()
+
+
+def _to_file(
+    predictor: Predictor,
+    records: Iterable[Record],
+    path: Path,
+    options: PredictOptions,
+    where: str,
+    bar: tqdm | None,
+) -> PredictStats:
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        with open(tmp, "w", encoding="utf-8") as out:
+            stats = predict_records(predictor, records, out, options, where, bar)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return stats
+
+
+def _open_text_file(path: Path) -> BinaryIO:
+    if not path.is_file():
+        raise UserError(f"{path}: input file not found")
+    stream = open(path, "rb")  # noqa: SIM115 (predict_file closes it)
+    if b"\0" in stream.peek(8192)[:8192]:  # a binary file would be thousands of bad lines
+        stream.close()
+        raise UserError(
+            f"{path}: not a text file (binary data); give a text, TSV, CSV or JSONL file"
+        )
+    return stream
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
