@@ -11,26 +11,18 @@ TinyBERT-4L-312 distilled from it (both phases). Every stage runs with resume=au
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+from _common import ROOT, SHARED, precision_overrides, tinybert
+
 RUN = ROOT / "runs" / "clue"
 BASE = RUN / "bert-6l-384-zh"
 # Bounded for 2 CPU cores: a TNEWS sample, fewer epochs than the task configs.
 TASKS = {
-    "tnews": ["task.max_train_examples=20000", "finetune.epochs=3", "finetune.eval_steps=500"],
-    "cluener": ["finetune.epochs=8", "finetune.eval_steps=300", "prediction.epochs=4"],
+    "tnews": ["task.max_train_examples=20000", "finetune.epochs=2", "finetune.eval_steps=500"],
+    "cluener": ["finetune.epochs=6", "finetune.eval_steps=300", "prediction.epochs=3"],
 }
-
-
-def tinybert(*args: str) -> None:
-    print(f"\n$ tinybert {' '.join(args)}", flush=True)
-    if subprocess.run([sys.executable, "-m", "tinybert", *args], cwd=ROOT).returncode:
-        sys.exit(1)
 
 
 def main() -> None:
@@ -45,11 +37,13 @@ def main() -> None:
             f"--vocab={vocab}",
             f"--output={BASE}",
         )
+    _, prec = precision_overrides(("finetune", "intermediate", "prediction"))
     summary = {}
     for task, extra in TASKS.items():
         out = RUN / task
         common = ["--config", f"configs/{task}.yaml", "--config", "configs/demo-clue.yaml"]
         common += [f"output_dir={out}", f"teacher={out / 'teacher/best'}", "resume=auto", *extra]
+        common += prec
         t0 = time.time()
         tinybert("finetune", *common)
         tinybert("task-distill", *common)

@@ -16,42 +16,17 @@ Where this CPU runs bf16 faster than fp32 (AVX512-BF16, AMX), training uses bf16
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+from _common import ROOT, SHARED, precision_overrides, tinybert
+
 CONFIG = "configs/demo-sst2.yaml"
 GD_CONFIG = "configs/demo-general.yaml"
 RUN = ROOT / "runs" / "demo"
 CORPUS = SHARED / "data/corpus/enwiki-100MB.txt"
 TEACHER_BASE = SHARED / "models/all-MiniLM-L6-v2"
-
-
-def tinybert(*args: str) -> None:
-    print(f"\n$ tinybert {' '.join(args)}", flush=True)
-    done = subprocess.run([sys.executable, "-m", "tinybert", *args], cwd=ROOT)
-    if done.returncode:
-        sys.exit(done.returncode)
-
-
-def bf16_is_faster() -> bool:
-    """Time a training-sized matmul in both precisions: bf16 wins only with hardware support
-    (it is ~10x slower than fp32 on AVX2-only CPUs, ~1.5x faster with AVX512-BF16 or AMX)."""
-    import torch
-
-    a = torch.randn(1024, 1024)
-    times = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        x = a.to(dtype)
-        x @ x  # warm-up
-        t0 = time.perf_counter()
-        for _ in range(5):
-            x @ x
-        times[dtype] = time.perf_counter() - t0
-    return times[torch.bfloat16] < 0.8 * times[torch.float32]
 
 
 def measure(model_dir: Path, precision: str, repeats: int = 2) -> float:
@@ -93,11 +68,7 @@ def n_params(model_dir: Path) -> int:
 def main() -> None:
     if not (SHARED / "data/glue/SST-2/train.tsv").is_file():
         sys.exit(f"make demo needs the real inputs in {SHARED} (see README: Real inputs)")
-    precision = "bf16" if bf16_is_faster() else "fp32"
-    print(f"training precision on this CPU: {precision}")
-    prec = [
-        f"{stage}.precision={precision}" for stage in ("finetune", "intermediate", "prediction")
-    ]
+    precision, prec = precision_overrides(("finetune", "intermediate", "prediction"))
     minutes: dict[str, float] = {}
     start = time.time()
 

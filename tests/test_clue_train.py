@@ -105,6 +105,29 @@ def test_cluener_finetune_distill_evaluate(tmp_path, zh_base):
     result = json.loads(out.read_text())
     assert result["n_examples"] == 16 and 0 <= result["f1"] <= 1
 
+    # The same metrics through ONNX Runtime.
+    assert main(["export", f"--model={student}", f"--output={tmp_path / 'onnx'}"]) == 0
+    onnx_out = tmp_path / "eval-onnx.json"
+    args_onnx = [*args, f"--model={tmp_path / 'onnx'}", f"--output={onnx_out}"]
+    assert main(["evaluate", *args_onnx]) == 0
+    onnx = json.loads(onnx_out.read_text())
+    for key in ("f1", "precision", "recall", "token_accuracy"):
+        assert onnx[key] == pytest.approx(result[key], abs=1e-9), key
+
+    # predict writes entities in CLUENER's layout, character offsets with the end inclusive.
+    teacher = tmp_path / "out/teacher/best"
+    texts = [r["text"] for r in ner_rows(4, 7)]
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    pred = tmp_path / "pred.jsonl"
+    assert main(["predict", str(tmp_path / "in.txt"), f"--model={teacher}", f"-o={pred}"]) == 0
+    lines = [json.loads(x) for x in pred.read_text(encoding="utf-8").splitlines()]
+    assert [x["text"] for x in lines] == texts and [x["line"] for x in lines] == [1, 2, 3, 4]
+    for x in lines:
+        for kind, found in x["label"].items():
+            assert kind in ("name", "address")
+            for entity, spans in found.items():
+                assert all(x["text"][a : b + 1] == entity for a, b in spans)
+
 
 def test_tnews_finetune_and_evaluate(tmp_path, zh_base):
     from tinybert.data.clue import TNEWS_CODES

@@ -356,11 +356,6 @@ def _evaluate_onnx(model_dir: str, onnx_file: str | None, precision: str, cfg: R
 
     path = find_onnx(model_dir, precision, onnx_file)
     task = recipes.task_spec(cfg.task)
-    if getattr(task, "kind", "sequence") != "sequence":
-        raise UserError(
-            f"task '{task.name}' labels tokens; ONNX evaluation covers sequence-classification "
-            "tasks: evaluate the PyTorch model directory instead"
-        )
     config = _model_config(model_dir)
     recipes.check_labels(_ConfigHolder(config), task, model_dir)
     data = recipes.load_task_data(cfg.task, model_dir, cfg.seed, False, config.vocab_size)

@@ -34,9 +34,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tinybert.data import encode_texts, load_tokenizer, tokenizer_info
+from tinybert.data import (
+    Example,
+    TaskSpec,
+    encode_examples,
+    encode_texts,
+    load_tokenizer,
+    tokenizer_info,
+)
 from tinybert.errors import UserError
-from tinybert.evaluate import LogitsFn, predict_logits, torch_logits_fn
+from tinybert.evaluate import LogitsFn, predict_logits, predicted_entities, torch_logits_fn
 from tinybert.export.runtime import OnnxLogits, find_onnx, is_export_dir
 from tinybert.model import load_config, load_model
 from tinybert.model.hub import CONFIG_FILE, WEIGHTS_FILES
@@ -253,7 +260,9 @@ def check_precision(backend: str, precision: str) -> None:
 
 
 class Predictor:
-    """A saved (PyTorch) or exported (ONNX) sequence classifier with its tokenizer and labels.
+    """A saved (PyTorch) or exported (ONNX) classifier with its tokenizer and labels: a sequence
+    classifier (a label per input), or a token classifier (NER: entities per input, in CLUENER's
+    JSON layout).
 
     model_dir: a model directory (config.json, weights, tokenizer) or an export folder.
     """
@@ -271,7 +280,7 @@ class Predictor:
         self.backend = resolve_backend(model_dir, backend, onnx_file)
         check_precision(self.backend, precision)
         self.config = load_config(model_dir)
-        self._refuse_token_head()
+        self.token = self._is_token_head()
         self.tokenizer = load_tokenizer(model_dir)
         self.pad_id = tokenizer_info(self.tokenizer)[1]
         self.regression = self.config.num_labels == 1
@@ -286,18 +295,14 @@ class Predictor:
             self.fn = self._torch_fn(precision, device, threads)
             self.model_file = str(self.model_dir)
 
-    def _refuse_token_head(self) -> None:
+    def _is_token_head(self) -> bool:
         raw = json.loads((self.model_dir / CONFIG_FILE).read_text(encoding="utf-8"))
-        if "BertForTokenClassification" in (raw.get("architectures") or []):
-            raise UserError(
-                f"{self.model_dir} is a token-classification model; predict labels whole "
-                "sentences and needs a sequence-classification model"
-            )
+        return "BertForTokenClassification" in (raw.get("architectures") or [])
 
     def _torch_fn(self, precision: str, device: str, threads: int | None) -> LogitsFn:
         if threads:
             torch.set_num_threads(threads)
-        model, report = load_model(self.model_dir, head="sequence")
+        model, report = load_model(self.model_dir, head="token" if self.token else "sequence")
         if report.initialised:
             raise UserError(
                 f"{self.model_dir} has no trained classifier ({', '.join(report.initialised)}); "
@@ -326,6 +331,43 @@ class Predictor:
             return torch.empty(0, self.config.num_labels)
         data = encode_texts(self.tokenizer, texts, max_seq_length)
         return predict_logits(self.fn, data, batch_size, pad_id=self.pad_id, progress=progress)
+
+    def predict(
+        self,
+        texts: list[str | tuple[str, str]],
+        batch_size: int,
+        max_seq_length: int,
+        progress=None,
+    ) -> list[dict]:
+        """One output object per text, in order (see `outputs` and `entities`)."""
+        if self.token:
+            return self.entities(texts, batch_size, max_seq_length, progress)
+        return self.outputs(self.logits(texts, batch_size, max_seq_length, progress))
+
+    def entities(
+        self,
+        texts: list[str | tuple[str, str]],
+        batch_size: int,
+        max_seq_length: int,
+        progress=None,
+    ) -> list[dict]:
+        """Token models: {"text", "label": {type: {entity: [[start, end]]}}} per text, CLUENER's
+        layout (character offsets, end inclusive). Tags are BIOS/BIO names from id2label."""
+        if any(not isinstance(t, str) for t in texts):
+            raise UserError("a token-classification model labels single sentences, not pairs")
+        spec = TaskSpec("predict", tuple(self.labels), False, (), "", "", {}, kind="token")
+        examples = [Example(t, None, None, "", spans=()) for t in texts]
+        data = encode_examples(self.tokenizer, examples, spec, max_seq_length)
+        logits = predict_logits(self.fn, data, batch_size, pad_id=self.pad_id, progress=progress)
+        out = []
+        for i, text in enumerate(texts):
+            label: dict[str, dict[str, list]] = {}
+            for kind, start, end in sorted(predicted_entities(spec, data, i, logits[i]), key=_at):
+                label.setdefault(kind, {}).setdefault(text[start : end + 1], []).append(
+                    [start, end]
+                )
+            out.append({"text": text, "label": label})
+        return out
 
     def outputs(self, logits: torch.Tensor) -> list[dict]:
         """One {"label", "probs"} (or {"value"} for regression) per row of logits (N, C)."""
@@ -414,10 +456,10 @@ def _predict_chunk(
             tqdm.write(f"skipped {message}", file=sys.stderr)
             stats.bad += 1
     good = [r for r in chunk if r.error is None]
-    logits = predictor.logits(
-        [r.text for r in good], options.batch_size, options.max_seq_length, bar and bar.update
+    texts = [r.text for r in good]
+    results = iter(
+        predictor.predict(texts, options.batch_size, options.max_seq_length, bar and bar.update)
     )
-    results = iter(predictor.outputs(logits))
     for r in chunk:
         body = {"error": r.error} if r.error is not None else next(results)
         out.write(json.dumps({"line": r.line, **body}, ensure_ascii=False) + "\n")
@@ -494,3 +536,7 @@ def _open_text_file(path: Path) -> BinaryIO:
 def _count_lines(path: Path) -> int:
     with open(path, "rb") as f:
         return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
+
+
+def _at(entity: tuple[str, int, int]) -> tuple[int, int]:
+    return entity[1], entity[2]

@@ -14,7 +14,15 @@ import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from tinybert.data.tasks import Example, TaskSpec, _clip, _physical_lines, _RowError, _text
+from tinybert.data.tasks import (
+    Example,
+    TaskSpec,
+    _clip,
+    _jsonl_rows,
+    _physical_lines,
+    _RowError,
+    _text,
+)
 
 # TNEWS (CLUE): label code -> label_desc, in labels.json order (codes 105 and 111 are unused).
 TNEWS_CODES: dict[str, str] = {
@@ -57,21 +65,13 @@ def bios_tags(types: Sequence[str]) -> tuple[str, ...]:
 
 
 def tnews_rows(task: TaskSpec, path: Path) -> Iterator[Example | _RowError]:
-    for lineno, line in _physical_lines(path):
-        if isinstance(line, _RowError):
-            yield line
-            continue
-        source = f"{path}:{lineno}"
-        try:
-            obj = _object(line, source, ("sentence", "label"))
-            yield Example(
-                _text(obj["sentence"], source, '"sentence"'),
-                None,
-                _tnews_label(obj, source),
-                source,
-            )
-        except _RowError as e:
-            yield e
+    return _jsonl_rows(task, path, _tnews_example)
+
+
+def _tnews_example(task: TaskSpec, line: str, source: str) -> Example:
+    obj = _object(line, source, ("sentence", "label"))
+    text = _text(obj["sentence"], source, '"sentence"')
+    return Example(text, None, _tnews_label(obj, source), source)
 
 
 def _tnews_label(obj: dict, source: str) -> str:
@@ -111,19 +111,15 @@ def check_tnews_labels(path: Path) -> None:
 
 
 def cluener_rows(task: TaskSpec, path: Path) -> Iterator[Example | _RowError]:
+    return _jsonl_rows(task, path, _cluener_example)
+
+
+def _cluener_example(task: TaskSpec, line: str, source: str) -> Example:
     types = {t.split("-", 1)[1] for t in task.labels if t != "O"}
-    for lineno, line in _physical_lines(path):
-        if isinstance(line, _RowError):
-            yield line
-            continue
-        source = f"{path}:{lineno}"
-        try:
-            obj = _object(line, source, ("text",))
-            text = _text(obj["text"], source, '"text"')
-            spans = _spans(obj.get("label") or {}, text, types, source)
-            yield Example(text, None, None, source, spans=spans)
-        except _RowError as e:
-            yield e
+    obj = _object(line, source, ("text",))
+    text = _text(obj["text"], source, '"text"')
+    spans = _spans(obj.get("label") or {}, text, types, source)
+    return Example(text, None, None, source, spans=spans)
 
 
 def _spans(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -342,14 +342,18 @@ def _tsv_example(task: TaskSpec, layout: _TsvLayout, cols: list[str], source: st
     return Example(text_a, text_b, _label(task, cols[layout.label], source), source)
 
 
-def _jsonl_rows(task: TaskSpec, path: Path) -> Iterator[Example | _RowError]:
+def _jsonl_rows(
+    task: TaskSpec, path: Path, parse: Callable[[TaskSpec, str, str], Example] | None = None
+) -> Iterator[Example | _RowError]:
+    """Examples of a JSON-lines file, each line read by `parse(task, line, "path:line")`."""
+    parse = parse or _json_example
     for lineno, line in _physical_lines(path):
         if isinstance(line, _RowError):
             yield line
             continue
         source = f"{path}:{lineno}"
         try:
-            yield _json_example(task, line, source)
+            yield parse(task, line, source)
         except _RowError as e:
             yield e
 

@@ -21,10 +21,7 @@ from tinybert.config import RunConfig
 from tinybert.data.corpus import open_corpus
 from tinybert.distill import distributed
 from tinybert.distill.loop import Trainer, TrainResult
-from tinybert.distill.mapping import check_heads, resolve_layer_map
-from tinybert.distill.objectives import IntermediateLoss
-from tinybert.distill.projection import HiddenProjection
-from tinybert.distill.recipes import fit_or_skip, student_shape
+from tinybert.distill.recipes import fit_or_skip, intermediate_objective, student_shape
 from tinybert.errors import UserError
 from tinybert.model import BertModel, load_model, save_model
 
@@ -84,19 +81,8 @@ def run_general_distill(cfg: RunConfig) -> TrainResult:
     teacher = load_gd_teacher(cfg.teacher, device)
     torch.manual_seed(cfg.seed)
     student = build_gd_student(cfg, teacher).to(device)
-    n_s, n_t = student.config.num_hidden_layers, teacher.config.num_hidden_layers
-    layer_map = resolve_layer_map(n_s, n_t, cfg.distill.layer_map)
-    check_heads(
-        student.config.num_attention_heads,
-        teacher.config.num_attention_heads,
-        cfg.distill.attention_weight > 0,
-    )
-    projection = HiddenProjection(
-        student.config.hidden_size,
-        teacher.config.hidden_size,
-        n_s + 1,
-        cfg.distill.shared_projection,
-    ).to(device)
+    loss_fn, projection = intermediate_objective(cfg.distill, student, teacher, device)
+    n_s, layer_map = student.config.num_hidden_layers, loss_fn.layer_map
     if dist.is_main:
         tokens = int(np.sum(corpus.lengths))
         tqdm.write(
@@ -108,7 +94,7 @@ def run_general_distill(cfg: RunConfig) -> TrainResult:
         cfg.general,
         model=student,
         extra=projection,
-        loss_fn=IntermediateLoss(student, teacher, projection, layer_map, cfg.distill),
+        loss_fn=loss_fn,
         lengths=corpus.lengths,
         collate=corpus.collate,
         out_dir=out,

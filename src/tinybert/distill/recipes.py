@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from tinybert.config import RunConfig, StudentConfig, TaskConfig, TrainConfig
+from tinybert.config import DistillConfig, RunConfig, StudentConfig, TaskConfig, TrainConfig
 from tinybert.data import (
     TaskSpec,
     collate,
@@ -321,26 +321,33 @@ def run_task_distill(cfg: RunConfig) -> dict[str, TrainResult]:
     return results
 
 
-def _phase_intermediate(cfg, teacher, student, data, out, save, device, dist) -> TrainResult:
+def intermediate_objective(
+    cfg: DistillConfig, student: nn.Module, teacher: nn.Module, device: torch.device
+) -> tuple[IntermediateLoss, HiddenProjection]:
+    """TD phase 1's (and GD's) loss: the layer map and head counts checked, a fresh projection."""
     n_s, n_t = student.config.num_hidden_layers, teacher.config.num_hidden_layers
-    layer_map = resolve_layer_map(n_s, n_t, cfg.distill.layer_map)
+    layer_map = resolve_layer_map(n_s, n_t, cfg.layer_map)
     check_heads(
         student.config.num_attention_heads,
         teacher.config.num_attention_heads,
-        cfg.distill.attention_weight > 0,
+        cfg.attention_weight > 0,
     )
     projection = HiddenProjection(
-        student.config.hidden_size,
-        teacher.config.hidden_size,
-        n_s + 1,
-        cfg.distill.shared_projection,
+        student.config.hidden_size, teacher.config.hidden_size, n_s + 1, cfg.shared_projection
     ).to(device)
-    tqdm.write(f"phase 1: student layers 1..{n_s} <- teacher layers {layer_map}")
+    return IntermediateLoss(student, teacher, projection, layer_map, cfg), projection
+
+
+def _phase_intermediate(cfg, teacher, student, data, out, save, device, dist) -> TrainResult:
+    loss_fn, projection = intermediate_objective(cfg.distill, student, teacher, device)
+    tqdm.write(
+        f"phase 1: student layers 1..{len(loss_fn.layer_map)} <- teacher layers {loss_fn.layer_map}"
+    )
     trainer = Trainer(
         cfg.intermediate,
         model=student,
         extra=projection,
-        loss_fn=IntermediateLoss(student, teacher, projection, layer_map, cfg.distill),
+        loss_fn=loss_fn,
         lengths=data.train.lengths,
         collate=data.collate_fn(data.train),
         out_dir=out / "intermediate",
