@@ -69,3 +69,11 @@ def test_dump_round_trips(tmp_path):
     path = tmp_path / "dumped.yaml"
     path.write_text(dump_yaml(cfg))
     assert load_run_config([path]) == cfg
+
+
+def test_help_lists_each_section_with_its_own_defaults():
+    from tinybert.cli import config_keys
+
+    keys = config_keys()
+    assert "  general.batch_size = 256" in keys and "  finetune.batch_size = 32" in keys
+    assert "  intermediate.epochs = 10" in keys and "  corpus.path = ''" in keys

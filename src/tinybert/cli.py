@@ -22,22 +22,21 @@ import dataclasses
 import json
 import os
 import sys
-import typing
 from pathlib import Path
 
 from tinybert.config import RunConfig, dump_yaml, load_run_config
 from tinybert.errors import UserError
 
 
-def config_keys(cls: type = RunConfig, prefix: str = "") -> list[str]:
-    """Every dotted config key with its default, for --help."""
+def config_keys(defaults: object | None = None, prefix: str = "") -> list[str]:
+    """Every dotted config key with its default, for --help. Sections take their defaults from
+    the enclosing object (e.g. `general.*` differs from `finetune.*`)."""
+    defaults = RunConfig() if defaults is None else defaults
     lines = []
-    hints = typing.get_type_hints(cls)
-    defaults = cls()
-    for f in dataclasses.fields(cls):
+    for f in dataclasses.fields(defaults):
         value = getattr(defaults, f.name)
-        if dataclasses.is_dataclass(hints[f.name]):
-            lines += config_keys(hints[f.name], prefix + f.name + ".")
+        if dataclasses.is_dataclass(value):
+            lines += config_keys(value, prefix + f.name + ".")
         else:
             lines.append(f"  {prefix + f.name} = {value!r}")
     return lines
