@@ -70,7 +70,7 @@ def main() -> None:
         sys.exit(f"make demo needs the real inputs in {SHARED} (see README: Real inputs)")
     precision, prec = precision_overrides(("finetune", "intermediate", "prediction"))
     # fp32 CPUs (no fast bf16) train ~2x slower: a smaller GD and TD keep the demo < 20 min.
-    gd_size = ["general.max_steps=120"] if precision == "fp32" else []
+    gd_size = ["general.max_steps=200"] if precision == "fp32" else []
     td_size = ["task.max_train_examples=12000"] if precision == "fp32" else []
     minutes: dict[str, float] = {}
     start = time.time()
