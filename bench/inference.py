@@ -113,7 +113,7 @@ def time_one(
     else:
         import torch
 
-        from tinybert.evaluate import torch_logits_fn
+        from tinybert.train.inference import torch_logits_fn
 
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         inputs = {k: torch.from_numpy(v).to(device) for k, v in inputs.items()}

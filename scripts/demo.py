@@ -34,9 +34,9 @@ def measure(model_dir: Path, precision: str, repeats: int = 2) -> float:
     import torch
 
     from tinybert.config import TaskConfig
-    from tinybert.distill.loop import autocast
-    from tinybert.distill.recipes import load_task_data
+    from tinybert.data.task_data import load_task_data
     from tinybert.model import load_model
+    from tinybert.train.precision import autocast
 
     model, _ = load_model(model_dir)
     model.eval()

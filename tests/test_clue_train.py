@@ -11,8 +11,8 @@ import torch
 
 from tinybert.cli import main
 from tinybert.config import DistillConfig, load_run_config
-from tinybert.distill import recipes
 from tinybert.distill.objectives import PredictionLoss
+from tinybert.recipes.init_model import run_init_model
 
 from .test_clue import ZH_CHARS, write_jsonl, write_zh_vocab
 
@@ -195,4 +195,4 @@ def test_init_model_bad_vocab_is_a_clear_error(tmp_path, capsys):
     assert "missing [PAD]" in capsys.readouterr().err
     cfg = load_run_config([], [])
     with pytest.raises(Exception, match="file not found"):
-        recipes.run_init_model(cfg, str(tmp_path / "nope.txt"), str(tmp_path / "o2"))
+        run_init_model(cfg, str(tmp_path / "nope.txt"), str(tmp_path / "o2"))

@@ -11,7 +11,6 @@ import torch
 
 from tinybert.cli import main
 from tinybert.errors import UserError
-from tinybert.evaluate import torch_logits_fn
 from tinybert.export import onnx as export_onnx
 from tinybert.export.onnx import export_model, generated_batches, max_logit_diff
 from tinybert.export.runtime import FP32_FILE, INT8_FILE, OPTIMIZED_FILE, OnnxLogits, find_onnx
@@ -22,6 +21,7 @@ from tinybert.model import (
     load_model,
     save_model,
 )
+from tinybert.train.inference import torch_logits_fn
 
 from .conftest import TINY, write_sst2, write_vocab
 

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from tinybert.cli import main
 from tinybert.data.corpus import PackingOptions, prepare_corpus
-from tinybert.distill.checkpoint import load_state
+from tinybert.train.checkpoint import load_state
 
 from .conftest import TINY
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from tinybert.config import TrainConfig
-from tinybert.distill import checkpoint as ckpt
-from tinybert.distill.optim import linear_schedule, param_groups
+from tinybert.train import checkpoint as ckpt
+from tinybert.train.optim import linear_schedule, param_groups
 
 
 class Block(torch.nn.Module):
@@ -71,19 +73,17 @@ def test_rotation_keeps_newest_complete_checkpoints(tmp_path):
 
 
 def test_fp16_on_cpu_is_a_clear_error():
-    from tinybert.distill.loop import Trainer
     from tinybert.errors import UserError
+    from tinybert.train.loop import RunContext, TrainData, Trainer
 
     with pytest.raises(UserError, match="fp16 needs a CUDA GPU"):
         Trainer(
             TrainConfig(precision="fp16"),
+            RunContext(Path("."), torch.device("cpu"), save_model=lambda m, d: None),
+            "stage",
             model=torch.nn.Linear(2, 2),
             loss_fn=lambda b: None,
-            lengths=[1],
-            collate=lambda i: {},
-            out_dir=".",
-            save_model=lambda m, d: None,
-            device=torch.device("cpu"),
+            data=TrainData([1], lambda i: {}),
         )
 
 
@@ -92,7 +92,7 @@ def test_overflowing_fp16_steps_are_skipped_and_counted(tmp_path):
     gradients overflow leaves the weights alone, halves the scale and is counted in the log."""
     import json
 
-    from tinybert.distill.loop import Trainer
+    from tinybert.train.loop import RunContext, TrainData, Trainer
 
     model = torch.nn.Linear(1, 1, bias=False)
     torch.nn.init.ones_(model.weight)
@@ -113,12 +113,11 @@ def test_overflowing_fp16_steps_are_skipped_and_counted(tmp_path):
     )
     trainer = Trainer(
         cfg,
+        RunContext(tmp_path, torch.device("cpu"), save_model=lambda m, d: None),
+        "",
         model=model,
         loss_fn=loss_fn,
-        lengths=[1, 1, 1],
-        collate=lambda idx: {"i": torch.tensor(idx)},
-        out_dir=tmp_path,
-        save_model=lambda m, d: None,
+        data=TrainData([1, 1, 1], lambda idx: {"i": torch.tensor(idx)}),
     )
     trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
     trainer._finish = lambda: None  # no model directory to write for a bare Linear

@@ -4,9 +4,7 @@ import pytest
 import torch
 
 from tinybert.distill.mapping import (
-    attention_layer_pairs,
     check_heads,
-    hidden_layer_pairs,
     resolve_layer_map,
     uniform_layer_map,
 )
@@ -71,12 +69,6 @@ def test_resolve_layer_map_errors_name_the_key_and_range(explicit, message):
     assert "1..12" in str(err.value)
 
 
-def test_layer_pairs():
-    layer_map = [3, 6, 9, 12]
-    assert hidden_layer_pairs(layer_map) == [(0, 0), (1, 3), (2, 6), (3, 9), (4, 12)]
-    assert attention_layer_pairs(layer_map) == [(0, 2), (1, 5), (2, 8), (3, 11)]
-
-
 def test_check_heads():
     check_heads(4, 4, True)
     check_heads(2, 4, False)  # no attention loss: any head count is fine
@@ -119,15 +111,8 @@ def test_projection_bert_init():
     assert (proj.layers[0].bias == 0).all()
 
 
-def test_identity_projection():
-    proj = HiddenProjection(32, 32, n_maps=3, identity=True)
-    assert list(proj.parameters()) == []
-    h = torch.randn(1, 2, 32)
-    assert proj(h, 1) is h
-    # equal widths without identity=True still learn a map, as in the paper
-    assert len(HiddenProjection(32, 32, n_maps=3).layers) == 1
-    with pytest.raises(UserError, match="equal widths"):
-        HiddenProjection(32, 48, n_maps=3, identity=True)
+def test_equal_widths_still_learn_a_projection():
+    assert len(HiddenProjection(32, 32, n_maps=3).layers) == 1  # as in the paper
 
 
 def test_projection_index_out_of_range():

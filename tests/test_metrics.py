@@ -5,8 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from tinybert.errors import UserError
-from tinybert.evaluate import (
+from tinybert.data.metrics import (
     _average_ranks,
     accuracy,
     compute_metrics,
@@ -15,6 +14,7 @@ from tinybert.evaluate import (
     pearson,
     spearman,
 )
+from tinybert.errors import UserError
 
 # preds vs labels: TP at 0 and 2, FN at 1, FP at 3 -> TP=2, FP=1, FN=1, TN=0
 PREDS = [1, 0, 1, 1]

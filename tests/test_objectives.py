@@ -9,13 +9,15 @@ from tinybert.config import DistillConfig, StudentConfig
 from tinybert.data import get_task
 from tinybert.distill.objectives import IntermediateLoss, PredictionLoss, teacher_logits
 from tinybert.distill.projection import HiddenProjection
-from tinybert.distill.recipes import build_student
+from tinybert.distill.student import build_student
 from tinybert.errors import UserError
 from tinybert.model import BertConfig, BertForSequenceClassification
+from tinybert.train.loop import TrainData
 
 from .conftest import TINY
 
 SST2 = get_task("sst2")
+HEAD = {"head": SST2.head, **SST2.head_args}
 
 
 @pytest.fixture
@@ -40,7 +42,7 @@ def batch(n: int = 3, t: int = 7) -> dict[str, torch.Tensor]:
 
 def test_teacher_layers_init_copies_the_chosen_layers(teacher):
     student = build_student(
-        StudentConfig(init="teacher_layers", teacher_layers=(2,)), teacher, SST2
+        StudentConfig(init="teacher_layers", teacher_layers=(2,)), teacher, **HEAD
     )
     assert student.config.num_hidden_layers == 1
     s, t = student.state_dict(), teacher.state_dict()
@@ -58,7 +60,7 @@ def test_teacher_layers_init_copies_the_chosen_layers(teacher):
 
 def test_teacher_layers_out_of_range_is_a_config_error(teacher):
     with pytest.raises(UserError, match=r"student.teacher_layers.*1\.\.2"):
-        build_student(StudentConfig(init="teacher_layers", teacher_layers=(1, 3)), teacher, SST2)
+        build_student(StudentConfig(init="teacher_layers", teacher_layers=(1, 3)), teacher, **HEAD)
 
 
 def test_random_student_takes_vocab_from_teacher_and_labels_from_task(teacher):
@@ -67,17 +69,18 @@ def test_random_student_takes_vocab_from_teacher_and_labels_from_task(teacher):
             num_hidden_layers=1, hidden_size=16, num_attention_heads=4, intermediate_size=20
         ),
         teacher,
-        SST2,
+        **HEAD,
     )
     assert student.config.vocab_size == 50 and student.config.id2label == ("0", "1")
 
 
 def test_student_equal_to_teacher_has_zero_intermediate_loss(teacher):
     student = build_student(
-        StudentConfig(init="teacher_layers", teacher_layers=(1, 2)), teacher, SST2
+        StudentConfig(init="teacher_layers", teacher_layers=(1, 2)), teacher, **HEAD
     )
     student.eval()
-    identity = HiddenProjection(32, 32, 3, shared=True, identity=True)
+    identity = HiddenProjection(32, 32, 3, shared=True)  # a learned map, set to the identity
+    torch.nn.init.eye_(identity.layers[0].weight)
     loss, parts = IntermediateLoss(student, teacher, identity, [1, 2], DistillConfig())(batch())
     assert loss.item() == pytest.approx(0.0, abs=1e-10)
     assert set(parts) == {"att_loss", "hid_loss", "emb_loss"}
@@ -92,7 +95,7 @@ def test_intermediate_loss_trains_student_and_projection_not_teacher(teacher):
             num_hidden_layers=1, hidden_size=16, num_attention_heads=4, intermediate_size=20
         ),
         teacher,
-        SST2,
+        **HEAD,
     )
     projection = HiddenProjection(16, 32, 2, shared=False)
     loss, _ = IntermediateLoss(student, teacher, projection, [2], DistillConfig())(batch())
@@ -106,11 +109,7 @@ def test_cached_teacher_logits_follow_dataset_order(teacher):
     b = batch(n=5)
     lengths = b["attention_mask"].sum(1).tolist()
     collate = lambda idx: {k: v[idx] for k, v in b.items()}  # noqa: E731
-    import contextlib
-
-    cached = teacher_logits(
-        teacher, lengths, collate, 2, torch.device("cpu"), contextlib.nullcontext
-    )
+    cached = teacher_logits(teacher, TrainData(lengths, collate), 2, torch.device("cpu"))
     with torch.no_grad():
         direct = teacher(b["input_ids"], b["attention_mask"], b["token_type_ids"]).logits
     torch.testing.assert_close(cached, direct, atol=1e-5, rtol=0)

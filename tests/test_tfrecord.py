@@ -12,7 +12,7 @@ from tfrecord.writer import TFRecordWriter
 from tinybert.cli import main
 from tinybert.config import load_run_config
 from tinybert.data.corpus import CorpusDataset, open_corpus
-from tinybert.distill.recipes import load_task_data
+from tinybert.data.task_data import load_task_data
 from tinybert.errors import UserError
 
 SEQ = 16

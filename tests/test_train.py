@@ -11,9 +11,10 @@ from safetensors.torch import load_file
 
 from tinybert.cli import main
 from tinybert.config import TrainConfig, load_run_config
-from tinybert.distill import recipes
-from tinybert.distill.loop import Trainer
+from tinybert.distill import objectives
 from tinybert.errors import UserError
+from tinybert.recipes.finetune import run_finetune
+from tinybert.train.loop import RunContext, TrainData, Trainer
 
 from .conftest import TINY
 
@@ -111,7 +112,7 @@ def test_resume_equals_uninterrupted_run(tmp_path, tiny_bert_dir, sst2_dir):
 def _run_and_interrupt(cfg, stop_after: int) -> None:
     """Run fine-tuning but raise KeyboardInterrupt in step `stop_after` (like Ctrl-C)."""
     calls = {"n": 0}
-    original = recipes.SupervisedLoss.__call__
+    original = objectives.SupervisedLoss.__call__
 
     def interrupting(self, batch):
         calls["n"] += 1
@@ -119,15 +120,15 @@ def _run_and_interrupt(cfg, stop_after: int) -> None:
             raise KeyboardInterrupt
         return original(self, batch)
 
-    recipes.SupervisedLoss.__call__ = interrupting
+    objectives.SupervisedLoss.__call__ = interrupting
     try:
         with pytest.raises(UserError, match="interrupted at step 11"):
-            recipes.run_finetune(cfg)
+            run_finetune(cfg)
     finally:
-        recipes.SupervisedLoss.__call__ = original
+        objectives.SupervisedLoss.__call__ = original
 
 
-def test_grad_accumulation_matches_bigger_batch():
+def test_grad_accumulation_matches_bigger_batch(tmp_path):
     """2 micro-batches of 4 accumulate to the same update as one batch of 8 (no dropout)."""
     torch.manual_seed(0)
     x, y = torch.randn(16, 5), torch.randn(16)
@@ -141,12 +142,11 @@ def test_grad_accumulation_matches_bigger_batch():
         loss_fn = lambda b: (((model(b["x"]).squeeze(-1) - b["y"]) ** 2).mean(), {})  # noqa: E731
         trainer = Trainer(
             cfg,
+            RunContext(tmp_path, torch.device("cpu"), save_model=lambda m, d: None),
+            "unused",
             model=model,
             loss_fn=loss_fn,
-            lengths=[1] * 16,
-            collate=lambda idx: {"x": x[idx], "y": y[idx]},
-            out_dir=Path("/tmp/unused"),
-            save_model=lambda m, d: None,
+            data=TrainData([1] * 16, lambda idx: {"x": x[idx], "y": y[idx]}),
         )
         trainer._restore(None)
         from tinybert.data import batch_order

@@ -256,10 +256,23 @@ def _prepare_corpus(args) -> None:
     )
 
 
+def check_device(name: str, what: str) -> None:
+    """A device this machine has: cpu, cuda[:N] with a GPU present (auto allowed in configs)."""
+    from tinybert.train.distributed import resolve_device
+
+    try:
+        resolve_device(name)
+    except UserError as e:
+        raise UserError(f"{what}: {e}") from None
+
+
 def _save_config(cfg: RunConfig, sub: str) -> None:
     if os.environ.get("RANK", "0") != "0":  # under torchrun only the main process writes
         return
-    out = Path(cfg.output_dir) / sub
+    root = Path(cfg.output_dir)
+    if root.exists() and not root.is_dir():
+        raise UserError(f"output_dir {root} is a file; give a folder")
+    out = root / sub
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
 
@@ -270,13 +283,14 @@ def _export(args) -> None:
     splits = task = None
     batch_size = 32
     if args.config or args.overrides:  # a task is given: check on (and score) its dev data
-        from tinybert.distill import recipes
+        from tinybert.data.task_data import check_labels, load_task_data, task_spec
+        from tinybert.model import load_config
 
         cfg = load_run_config(args.config, args.overrides)
-        task = recipes.task_spec(cfg.task)
-        config = _model_config(args.model)
-        recipes.check_labels(_ConfigHolder(config), task, args.model)
-        data = recipes.load_task_data(cfg.task, args.model, cfg.seed, False, config.vocab_size)
+        task = task_spec(cfg.task)
+        config = load_config(args.model)
+        check_labels(config, task, args.model)
+        data = load_task_data(cfg.task, args.model, cfg.seed, False, config.vocab_size)
         # evaluate's batch size: int8 results depend a little on batch composition (dynamic
         # quantisation scales each activation tensor as a whole), so the two then agree.
         splits, batch_size = data.dev, cfg.finetune.eval_batch_size
@@ -294,24 +308,16 @@ def _export(args) -> None:
     print("\n".join(result.summary()))
 
 
-class _ConfigHolder:
-    """check_labels reads `.config`; an exported model has a config.json but no nn.Module."""
-
-    def __init__(self, config):
-        self.config = config
-
-
-def _model_config(model_dir: str):
-    from tinybert.model import load_config
-
-    return load_config(model_dir)
-
-
 def _predict(args) -> None:
     from tinybert.predict import PredictOptions, Predictor, predict_file
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
+    if args.output:
+        check_output_file(Path(args.output), "--output", (args.input,))
+    check_device(args.device, "--device")
     predictor = Predictor(
         args.model, args.backend, args.precision, args.onnx, args.device, args.threads
     )
@@ -326,46 +332,32 @@ def _predict(args) -> None:
 
 
 def _evaluate(args, cfg: RunConfig) -> None:
-    from tinybert.distill import recipes
-    from tinybert.predict import check_precision, resolve_backend
+    from tinybert.evaluate import default_output, run_evaluate
 
     if not args.model and not args.onnx:
         raise UserError("evaluate needs --model DIR (a saved model or an export folder)")
     model_dir = args.model or str(Path(args.onnx).parent)
-    backend = resolve_backend(model_dir, args.backend, args.onnx)
-    check_precision(backend, args.precision)
-    if backend == "onnx":
-        metrics = _evaluate_onnx(model_dir, args.onnx, args.precision, cfg)
-    else:
-        metrics = recipes.run_evaluate(model_dir, cfg, args.precision)
-    info = {"model": model_dir, "task": cfg.task.name}
-    if backend == "onnx":
-        info.update(backend="onnx", onnx=metrics.pop("onnx"), precision=args.precision)
-    text = json.dumps({**info, **metrics}, indent=2)
-    print(text)
-    output = Path(args.output or Path(model_dir) / "eval_results.json")
+    output = Path(args.output) if args.output else default_output(model_dir)
+    check_output_file(output, "--output")
+    results = run_evaluate(cfg, model_dir, args.backend, args.precision, args.onnx)
+    text = json.dumps(results, indent=2)
+    print(text)  # stdout is the JSON alone: notices go to stderr or into the JSON
     output.write_text(text + "\n", encoding="utf-8")
 
 
-def _evaluate_onnx(model_dir: str, onnx_file: str | None, precision: str, cfg: RunConfig) -> dict:
-    """run_evaluate's steps with an ONNX Runtime session for the model: same data, metrics."""
-    from tinybert.distill import recipes
-    from tinybert.evaluate import evaluate_splits
-    from tinybert.export.runtime import OnnxLogits, find_onnx
-
-    path = find_onnx(model_dir, precision, onnx_file)
-    task = recipes.task_spec(cfg.task)
-    config = _model_config(model_dir)
-    recipes.check_labels(_ConfigHolder(config), task, model_dir)
-    data = recipes.load_task_data(cfg.task, model_dir, cfg.seed, False, config.vocab_size)
-    if cfg.task.max_seq_length > config.max_position_embeddings:
-        raise UserError(
-            f"task.max_seq_length {cfg.task.max_seq_length} is longer than the model's "
-            f"max_position_embeddings ({config.max_position_embeddings})"
-        )
-    batch = cfg.finetune.eval_batch_size
-    metrics = evaluate_splits(OnnxLogits(path), data.dev, task, batch, pad_id=data.pad_id)
-    return {"onnx": str(path), **metrics}
+def check_output_file(path: Path, what: str, inputs: tuple[str, ...] = ()) -> None:
+    """An output file must go into an existing folder, not be a folder, and not be an input."""
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a directory; give a file name")
+    if not path.parent.is_dir():
+        raise UserError(f"{what} {path}: folder {path.parent} does not exist; create it first")
+    for given in inputs:
+        if (
+            given not in ("", "-")
+            and Path(given).exists()
+            and Path(given).resolve() == path.resolve()
+        ):
+            raise UserError(f"{what} {path} is the input file; write the output elsewhere")
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -380,24 +372,26 @@ def run(argv: list[str] | None = None) -> int:
         _predict(args)
         return 0
     cfg = load_run_config(args.config, args.overrides)
-    # Imported here so `--help` and config errors answer instantly, before torch loads.
-    from tinybert.distill import recipes
-
+    # Recipes are imported only here, so `--help` and config errors answer before torch loads.
     if args.command == "show-config":
         print(dump_yaml(cfg), end="")
     elif args.command == "general-distill":
-        from tinybert.distill.general import run_general_distill
+        from tinybert.recipes.general_distill import run_general_distill
 
         _save_config(cfg, "general")
         result = run_general_distill(cfg)
         print(f"general distillation: {result.steps} steps -> {result.final_dir}")
     elif args.command == "finetune":
+        from tinybert.recipes.finetune import run_finetune
+
         _save_config(cfg, "teacher")
-        result = recipes.run_finetune(cfg)
+        result = run_finetune(cfg)
         print(f"teacher: best {result.best_metric} at step {result.best_step} -> {result.best_dir}")
     elif args.command == "task-distill":
+        from tinybert.recipes.task_distill import run_task_distill
+
         _save_config(cfg, "student")
-        for phase, result in recipes.run_task_distill(cfg).items():
+        for phase, result in run_task_distill(cfg).items():
             best = (
                 f", best {result.best_metric} at step {result.best_step}" if result.best_dir else ""
             )
@@ -405,7 +399,9 @@ def run(argv: list[str] | None = None) -> int:
     elif args.command == "evaluate":
         _evaluate(args, cfg)
     elif args.command == "init-model":
-        out = recipes.run_init_model(cfg, args.vocab, args.output, lowercase=not args.cased)
+        from tinybert.recipes.init_model import run_init_model
+
+        out = run_init_model(cfg, args.vocab, args.output, lowercase=not args.cased)
         s = cfg.student
         print(
             f"random BERT {s.num_hidden_layers}L-{s.hidden_size} (heads {s.num_attention_heads}, "
@@ -425,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         if "torch.distributed" in sys.modules:  # leave torchrun's process group cleanly
-            from tinybert.distill.distributed import cleanup
+            from tinybert.train.distributed import cleanup
 
             cleanup()
 

@@ -2,111 +2,268 @@
 
     cfg = load_run_config(["configs/sst2.yaml"], ["prediction.lr=3e-5", "task.max_seq_length=64"])
 
-Every key is checked when the file is read: an unknown key (a typo) or a value of the wrong type is a
-`UserError` naming the dotted key, the file it came from and what is allowed, so nothing is silently
-ignored. A YAML file may pull in others with `include: [relative/path.yaml, ...]`; later files and
-then the overrides win, key by key.
+Every key is checked when the file is read: an unknown key (a typo), a value of the wrong type or
+outside the key's declared range is a `UserError` naming the dotted key, the file it came from and
+what is allowed, so nothing is silently ignored and no command starts work on a bad value. Every
+numeric key declares its range on its field (`Annotated[int, Range(ge=1)]`); the dataclasses
+check it on construction too, so configs built in Python are held to the same rules. A YAML file
+may pull in others with `include: [relative/path.yaml, ...]`; later files and then the overrides
+win, key by key. The same key twice in one YAML mapping is an error (YAML would keep the last).
 """
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
+import functools
+import math
+import numbers
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 
 from tinybert.errors import UserError
 
-Precision = Literal["fp32", "bf16", "fp16"]
+# auto: bf16 where this machine runs it faster than fp32 (measured once, cached), else fp32
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Declared constraints, attached to fields as `Annotated` metadata. Each has `unmet(value, base)`:
+# None when `value` is allowed, else what is required ("an integer >= 1"), for the message.
 
 
 @dataclass(frozen=True)
-class TaskConfig:
+class Range:
+    """Allowed numbers of a key: `Annotated[int, Range(ge=1)]`. Floats must also be finite."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def unmet(self, value: Any, base: type) -> str | None:
+        if base is int:
+            ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+            ok = ok and math.isfinite(value)  # nan passes no comparison; inf passes `>= 0`
+        ok = ok and (
+            (self.ge is None or value >= self.ge)
+            and (self.gt is None or value > self.gt)
+            and (self.le is None or value <= self.le)
+            and (self.lt is None or value < self.lt)
+        )
+        return None if ok else self.describe(base)
+
+    def describe(self, base: type) -> str:
+        noun = "an integer" if base is int else "a finite number"
+        pairs = ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
+        bounds = [(op, x) for op, x in pairs if x is not None]
+        if len(bounds) == 2:  # one lower and one upper bound: interval notation
+            (low_op, low), (high_op, high) = bounds
+            opening, closing = "[" if low_op == ">=" else "(", "]" if high_op == "<=" else ")"
+            return f"{noun} in {opening}{low}, {high}{closing}"
+        return " ".join([noun, *(f"{op} {x}" for op, x in bounds)])
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """Allowed spellings of a string key: the whole value must match `regex`."""
+
+    regex: str
+    description: str
+
+    def unmet(self, value: Any, base: type) -> str | None:
+        ok = isinstance(value, str) and re.fullmatch(self.regex, value) is not None
+        return None if ok else self.description
+
+
+class ConfigValueError(UserError):
+    """A value breaking a declared constraint. `build` re-raises it naming the dotted keys and
+    the files they came from; built directly in Python, the message names the class instead."""
+
+    def __init__(self, owner: str, keys: tuple[str, ...], problem: str):
+        self.keys, self.problem = keys, problem
+        super().__init__(f"{owner}.{keys[0]}: {problem}")
+
+
+class _Checked:
+    """Base of the config dataclasses: construction checks every field's declared constraints,
+    then `_check_together` (constraints across fields)."""
+
+    def __post_init__(self) -> None:
+        for name, hint in _field_hints(type(self)).items():
+            problem = _problem(getattr(self, name), hint)
+            if problem:
+                raise ConfigValueError(type(self).__name__, (name,), problem)
+        self._check_together()
+
+    def _check_together(self) -> None:
+        pass
+
+
+@functools.cache
+def _field_hints(cls: type) -> dict[str, Any]:
+    """Each field's type with its `Annotated` metadata (get_type_hints drops it by default)."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _problem(value: Any, hint: Any) -> str | None:
+    """Why `value` breaks the constraints declared in `hint`, or None. Types are `_convert`'s job;
+    this looks through `X | None` and `tuple[X, ...]` to the `Annotated` constraints."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        members = [a for a in typing.get_args(hint) if a is not type(None)]
+        hint = next((a for a in members if _convert(value, a)[0]), members[0])
+    if typing.get_origin(hint) is tuple and isinstance(value, (list, tuple)):
+        item = typing.get_args(hint)[0]
+        for v in value:
+            unmet = _unmet(v, item)
+            if unmet:
+                return f"every entry must be {unmet}, got {list(value)!r}"
+        return None
+    unmet = _unmet(value, hint)
+    return f"must be {unmet}, got {value!r}" if unmet else None
+
+
+def _unmet(value: Any, hint: Any) -> str | None:
+    if typing.get_origin(hint) is not Annotated:
+        return None
+    base = typing.get_args(hint)[0]
+    for meta in hint.__metadata__:
+        unmet = meta.unmet(value, base) if hasattr(meta, "unmet") else None
+        if unmet:
+            return unmet
+    return None
+
+
+DEVICE = Pattern(r"auto|cpu|mps|cuda(:[0-9]+)?", "auto, cpu, cuda, cuda:N (N = 0, 1, ...) or mps")
+# NumPy's limit, so any RNG takes the seed; torch's seed + rank + step then stays in range too.
+MAX_SEED = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class TaskConfig(_Checked):
     """Which task, where its files are, and how they are tokenised."""
 
-    name: str = "sst2"  # sst2 mnli qnli cola mrpc qqp stsb rte wnli jsonl csv
+    # sst2 mnli qnli cola mrpc qqp stsb rte wnli (GLUE), tnews cluener (CLUE), jsonl csv (yours)
+    name: str = "sst2"
     data_dir: str = ""  # folder holding the task's official files (train.tsv, dev.tsv, ...)
     labels: tuple[str, ...] | None = None  # class names, only for the generic jsonl/csv tasks
     regression: bool = False  # only for the generic jsonl/csv tasks
-    max_seq_length: int = 128
-    max_train_examples: int | None = None  # use the first N training rows (demo, quick runs)
-    max_eval_examples: int | None = None  # use the first N rows of each dev split
+    # At least [CLS] a [SEP] b [SEP]; the model's position table limits it further (checked later).
+    max_seq_length: Annotated[int, Range(ge=5, le=8192)] = 128
+    # train on a seeded random sample of N training rows (demo, quick runs)
+    max_train_examples: Annotated[int, Range(ge=1)] | None = None
+    max_eval_examples: Annotated[int, Range(ge=1)] | None = None  # first N rows of each dev split
     on_bad_row: Literal["raise", "skip"] = "raise"  # skip: drop malformed rows and count them
+    # The dev metric that picks best/ (null: the task's own: accuracy, acc_and_f1 for MRPC/QQP,
+    # mcc for CoLA, pearson for STS-B, entity f1 for CLUENER). One of the task's metrics.
+    metric: str | None = None
+    # A tokenizer with fewer tokens than the model's embedding rows is refused (a truncated or
+    # wrong vocab.txt turns words into [UNK]); true accepts it, e.g. for a table padded to x8.
+    allow_smaller_vocab: bool = False
     # A data_dir holding schema.json is read as the seed's TFRecord data (train*/dev*.tfrecord).
 
 
 @dataclass(frozen=True)
-class CorpusConfig:
+class CorpusConfig(_Checked):
     """General distillation's data."""
 
     path: str = ""  # a folder made by `tinybert prepare-corpus`, or a seed TFRecord folder
-    max_sequences: int | None = None  # use only the first N sequences (demo, quick runs)
+    # use only the first N sequences (demo, quick runs)
+    max_sequences: Annotated[int, Range(ge=1)] | None = None
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Checked):
     """One training stage (fine-tuning, TD phase 1 or TD phase 2) of the shared loop."""
 
-    epochs: float = 3.0
-    max_steps: int | None = None  # stop after this many optimizer steps (overrides epochs)
-    batch_size: int = 32  # examples per micro-batch
-    grad_accum: int = 1  # micro-batches per optimizer step
-    lr: float = 5e-5
-    weight_decay: float = 0.01  # decoupled (AdamW); never on biases and LayerNorm
-    warmup_ratio: float = 0.1  # linear warm-up over this fraction of steps, then linear decay
-    max_grad_norm: float = 1.0  # 0 disables clipping
+    epochs: Annotated[float, Range(gt=0)] = 3.0  # fractional epochs are allowed
+    # stop after this many optimizer steps (overrides epochs)
+    max_steps: Annotated[int, Range(ge=1)] | None = None
+    batch_size: Annotated[int, Range(ge=1)] = 32  # examples per micro-batch
+    grad_accum: Annotated[int, Range(ge=1)] = 1  # micro-batches per optimizer step
+    lr: Annotated[float, Range(gt=0)] = 5e-5
+    # decoupled (AdamW); never on biases and LayerNorm
+    weight_decay: Annotated[float, Range(ge=0)] = 0.01
+    # linear warm-up over this fraction of steps, then linear decay
+    warmup_ratio: Annotated[float, Range(ge=0, le=1)] = 0.1
+    max_grad_norm: Annotated[float, Range(ge=0)] = 1.0  # 0 disables clipping
     precision: Precision = "fp32"  # bf16: autocast (CPU and GPU); fp16: GPU only, loss scaling
-    eval_steps: int | None = None  # also evaluate every N steps (always at each epoch end)
-    save_steps: int | None = None  # checkpoint every N steps (always at the end)
-    max_checkpoints: int = 2  # keep the newest N step checkpoints
-    log_steps: int = 20
+    # also evaluate every N steps (always at each epoch end)
+    eval_steps: Annotated[int, Range(ge=1)] | None = None
+    # checkpoint every N steps (always at the end)
+    save_steps: Annotated[int, Range(ge=1)] | None = None
+    # keep the newest N step checkpoints; 0 would delete them all, so resume would restart
+    max_checkpoints: Annotated[int, Range(ge=1)] = 2
+    log_steps: Annotated[int, Range(ge=1)] = 20
     group_by_length: bool = True  # batch similar lengths together: less padding, same examples
-    eval_batch_size: int = 128
+    eval_batch_size: Annotated[int, Range(ge=1)] = 128
 
 
 @dataclass(frozen=True)
-class StudentConfig:
+class StudentConfig(_Checked):
     """How the student is built: its shape, and where its first weights come from."""
 
     init: Literal["random", "checkpoint", "teacher_layers"] = "random"
     path: str | None = None  # init=checkpoint: any saved model directory (e.g. a GD student)
-    teacher_layers: tuple[int, ...] | None = None  # init=teacher_layers: 1-based, e.g. [2, 4, 6]
-    num_hidden_layers: int = 4
-    hidden_size: int = 312
-    num_attention_heads: int = 12
-    intermediate_size: int = 1200
-    dropout: float = 0.1  # hidden and attention dropout of a newly built student
+    # init=teacher_layers: 1-based, e.g. [2, 4, 6]
+    teacher_layers: tuple[Annotated[int, Range(ge=1)], ...] | None = None
+    num_hidden_layers: Annotated[int, Range(ge=1)] = 4
+    hidden_size: Annotated[int, Range(ge=1)] = 312  # a multiple of num_attention_heads
+    num_attention_heads: Annotated[int, Range(ge=1)] = 12
+    intermediate_size: Annotated[int, Range(ge=1)] = 1200
+    # hidden and attention dropout of a newly built student; 1 would drop everything
+    dropout: Annotated[float, Range(ge=0, lt=1)] = 0.1
+
+    def _check_together(self) -> None:
+        # Attention splits the hidden vector into equal slices, one per head.
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigValueError(
+                type(self).__name__,
+                ("hidden_size", "num_attention_heads"),
+                f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads "
+                f"{self.num_attention_heads} (a cross-field check: each attention head gets "
+                f"hidden_size / num_attention_heads dimensions)",
+            )
 
 
 @dataclass(frozen=True)
-class DistillConfig:
+class DistillConfig(_Checked):
     """Which losses task distillation uses and how they are weighted."""
 
-    layer_map: tuple[int, ...] | None = None  # teacher layer per student layer; None = uniform
-    attention_weight: float = 1.0
-    hidden_weight: float = 1.0
-    embedding_weight: float = 1.0
+    # teacher layer (1-based) per student layer; None = uniform
+    layer_map: tuple[Annotated[int, Range(ge=1)], ...] | None = None
+    attention_weight: Annotated[float, Range(ge=0)] = 1.0  # 0 turns that loss off
+    hidden_weight: Annotated[float, Range(ge=0)] = 1.0
+    embedding_weight: Annotated[float, Range(ge=0)] = 1.0
     loss_mode: Literal["real_tokens", "reference"] = "real_tokens"
     shared_projection: bool = True  # one W_h for every layer (reference code) or one per layer
-    temperature: float = 1.0
+    temperature: Annotated[float, Range(gt=0)] = 1.0  # logits are divided by it
     scale_by_t2: bool = False
     phases: tuple[Literal["intermediate", "prediction"], ...] = ("intermediate", "prediction")
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(_Checked):
     """Everything one `tinybert` command needs. Each command reads the sections it uses."""
 
     task: TaskConfig = field(default_factory=TaskConfig)
     model: str = ""  # finetune: the Hugging Face BERT directory to fine-tune
     teacher: str = ""  # task-distill / general-distill: the teacher directory
     output_dir: str = "runs/out"
-    seed: int = 42
-    device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:1 ...
+    seed: Annotated[int, Range(ge=0, le=MAX_SEED)] = 42
+    # auto (cuda if available), cpu, cuda, cuda:1, mps; only the spelling is checked here
+    device: Annotated[str, DEVICE] = "auto"
     resume: str | None = None  # "auto" (latest checkpoint in output_dir) or a checkpoint path
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
@@ -151,7 +308,9 @@ def parse_override(item: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise UserError(f"bad override '{item}': write it as key.sub=value, e.g. finetune.lr=2e-5")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=_StrictLoader) if raw.strip() else ""
+    except DuplicateKeyError as exc:
+        raise UserError(f"bad override '{item}': {exc.problem}") from None
     except yaml.YAMLError:
         value = raw
     return key.strip(), value
@@ -164,9 +323,14 @@ def _read_with_includes(path: Path, seen: tuple[Path, ...]) -> list[tuple[Path, 
     if path.resolve() in seen:
         raise UserError(f"config include cycle: {' -> '.join(map(str, seen + (path,)))}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader) or {}
+    except DuplicateKeyError as exc:
+        raise UserError(f"{path}:{exc.line}: {exc.problem}") from None
     except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            raise UserError(f"{path}:{mark.line + 1}: not valid YAML: {exc.problem}") from None
+        raise UserError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
         raise UserError(
             f"{path}: the top level must be a mapping of keys, not {type(data).__name__}"
@@ -180,6 +344,38 @@ def _read_with_includes(path: Path, seen: tuple[Path, ...]) -> list[tuple[Path, 
     return out + [(path, data)]
 
 
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """The same key twice in one YAML mapping; `line` is 1-based."""
+
+    def __init__(self, problem: str, line: int):
+        super().__init__(problem=problem)
+        self.line = line
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key repeated in one mapping (PyYAML silently keeps the last, so
+    a pasted-in second `lr:` would quietly win)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            first: dict[Any, int] = {}
+            # Before SafeLoader flattens `<<: *anchor` merges: keys a merge brings in may be
+            # overridden in the mapping itself, and that is not a duplicate.
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                if not isinstance(key, collections.abc.Hashable):
+                    continue  # SafeLoader itself reports unhashable keys
+                line = key_node.start_mark.line + 1
+                if key in first:
+                    raise DuplicateKeyError(
+                        f"duplicate key {key!r} (first on line {first[key]})", line
+                    )
+                first[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def _nest(dotted: str, value: Any) -> dict:
     for part in reversed(dotted.split(".")):
         value = {part: value}
@@ -189,11 +385,15 @@ def _nest(dotted: str, value: Any) -> dict:
 def _merge(dst: dict, src: dict, origin: dict[str, str], where: str, prefix: str = "") -> None:
     for key, value in src.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and isinstance(dst.get(key), dict):
+        origin[dotted] = where
+        if isinstance(value, dict):
+            # Merged key by key even into a new section, so each key records its own origin:
+            # a message about a key left at its default must not blame this file.
+            if not isinstance(dst.get(key), dict):
+                dst[key] = {}
             _merge(dst[key], value, origin, where, dotted + ".")
         else:
             dst[key] = value
-            origin[dotted] = where
 
 
 def _where(origin: dict[str, str], key: str) -> str:
@@ -211,7 +411,7 @@ def build(cls: type, data: Any, prefix: str, origin: dict[str, str]) -> Any:
         key = prefix.rstrip(".")
         raise UserError(f"config key '{key}' (from {_where(origin, key)}) must be a mapping")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
+    hints = _field_hints(cls)
     unknown = sorted(set(data) - set(fields))
     if unknown:
         key = prefix + unknown[0]
@@ -227,7 +427,15 @@ def build(cls: type, data: Any, prefix: str, origin: dict[str, str]) -> Any:
             kwargs[name] = build(hint, value, key + ".", origin)
         else:
             kwargs[name] = _check(value, hint, key, _where(origin, key))
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)  # __post_init__ checks each key's declared range
+    except ConfigValueError as exc:
+        keys = [prefix + k for k in exc.keys]
+        # Exact origins: a key of a cross-field check may have been left at its default.
+        named = " and ".join(f"'{k}' (from {origin.get(k, 'defaults')})" for k in keys)
+        raise UserError(
+            f"config key{'s' if len(keys) > 1 else ''} {named}: {exc.problem}"
+        ) from None
 
 
 def _check(value: Any, hint: Any, key: str, where: str) -> Any:
@@ -243,6 +451,8 @@ def _check(value: Any, hint: Any, key: str, where: str) -> Any:
 def _convert(value: Any, hint: Any) -> tuple[bool, Any]:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
+    if origin is Annotated:  # the type only; `_problem` checks the constraints
+        return _convert(value, args[0])
     if origin in (typing.Union, types.UnionType):
         for arg in args:
             ok, out = _convert(value, arg)
@@ -278,6 +488,8 @@ def _convert(value: Any, hint: Any) -> tuple[bool, Any]:
 
 def _describe(hint: Any) -> str:
     origin = typing.get_origin(hint)
+    if origin is Annotated:
+        return _describe(typing.get_args(hint)[0])
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_describe(a) for a in typing.get_args(hint))
     if origin is Literal:

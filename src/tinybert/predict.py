@@ -43,10 +43,10 @@ from tinybert.data import (
     tokenizer_info,
 )
 from tinybert.errors import UserError
-from tinybert.evaluate import LogitsFn, predict_logits, predicted_entities, torch_logits_fn
-from tinybert.export.runtime import OnnxLogits, find_onnx, is_export_dir
-from tinybert.model import load_config, load_model
-from tinybert.model.hub import CONFIG_FILE, WEIGHTS_FILES
+from tinybert.export.backend import check_precision, resolve_backend
+from tinybert.export.runtime import OnnxLogits, find_onnx
+from tinybert.model import load_config, load_model, saved_head
+from tinybert.train.inference import LogitsFn, predict_logits, predicted_entities, torch_logits_fn
 
 FORMATS = ("text", "tsv", "csv", "jsonl")
 TEXT_COLUMNS = ("text", "sentence", "sentence1", "question", "question1", "#1 String")
@@ -236,29 +236,6 @@ def _csv_records(stream: BinaryIO, where: str) -> Iterator[Record]:
 # the model
 
 
-def resolve_backend(model_dir: str | Path, backend: str = "auto", onnx_file: str | None = None):
-    """ "torch" or "onnx": as asked; for "auto", ONNX if --onnx is given or the folder is an
-    export without PyTorch weights, else PyTorch."""
-    if backend not in ("auto", "torch", "onnx"):
-        raise UserError(f"unknown backend {backend!r}; use auto, torch or onnx")
-    if backend != "auto":
-        return backend
-    if onnx_file:
-        return "onnx"
-    folder = Path(model_dir)
-    has_weights = any((folder / n).is_file() for n in WEIGHTS_FILES)
-    return "onnx" if is_export_dir(folder) and not has_weights else "torch"
-
-
-def check_precision(backend: str, precision: str) -> None:
-    allowed = {"torch": ("fp32", "bf16"), "onnx": ("fp32", "int8")}[backend]
-    if precision not in allowed:
-        raise UserError(
-            f"--precision {precision} is not available with the {backend} backend "
-            f"(use {' or '.join(allowed)}; int8 runs the export's model_int8.onnx)"
-        )
-
-
 class Predictor:
     """A saved (PyTorch) or exported (ONNX) classifier with its tokenizer and labels: a sequence
     classifier (a label per input), or a token classifier (NER: entities per input, in CLUENER's
@@ -280,7 +257,7 @@ class Predictor:
         self.backend = resolve_backend(model_dir, backend, onnx_file)
         check_precision(self.backend, precision)
         self.config = load_config(model_dir)
-        self.token = self._is_token_head()
+        self.token = saved_head(model_dir) == "token"
         self.tokenizer = load_tokenizer(model_dir)
         self.pad_id = tokenizer_info(self.tokenizer)[1]
         self.regression = self.config.num_labels == 1
@@ -294,10 +271,6 @@ class Predictor:
         else:
             self.fn = self._torch_fn(precision, device, threads)
             self.model_file = str(self.model_dir)
-
-    def _is_token_head(self) -> bool:
-        raw = json.loads((self.model_dir / CONFIG_FILE).read_text(encoding="utf-8"))
-        return "BertForTokenClassification" in (raw.get("architectures") or [])
 
     def _torch_fn(self, precision: str, device: str, threads: int | None) -> LogitsFn:
         if threads:

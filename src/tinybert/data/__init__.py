@@ -1,15 +1,18 @@
-"""tinybert.data: task files -> examples -> token ids -> padded batches.
+"""tinybert.data: task files -> examples -> token ids -> padded batches; corpora; metrics.
 
-task = get_task("sst2")
+task = get_task("sst2")                       # the registry (tasks.py): GLUE, CLUE, JSONL/CSV
 examples, n_skipped = read_examples(task, "glue/SST-2/train.tsv")
 tok = load_tokenizer("models/teacher")
 train = encode_examples(tok, examples, task, max_seq_length=128)
 batches = batch_order(train.lengths, 32, shuffle=True, seed=0, epoch=0, group_by_length=True)
 batch = collate([train[i] for i in batches[0]], pad_id=tokenizer_info(tok)[1])
+
+load_task_data(cfg.task, model_dir, seed) does all of that for a configured task (task_data.py).
 """
 
+from tinybert.data.base import Example, TaskSpec
 from tinybert.data.batching import batch_order, collate
-from tinybert.data.tasks import KNOWN_TASKS, Example, TaskSpec, get_task, read_examples
+from tinybert.data.tasks import KNOWN_TASKS, get_task, read_examples
 from tinybert.data.tokenization import (
     TaskDataset,
     encode_examples,

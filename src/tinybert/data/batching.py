@@ -1,7 +1,10 @@
 """Batches: which examples go together (batch_order) and how they become tensors (collate).
 
     batches = batch_order(train.lengths, 32, shuffle=True, seed=42, epoch=0, group_by_length=True)
-    loader = DataLoader(train, batch_sampler=batches, collate_fn=partial(collate, pad_id=pad_id))
+    batch = collate([train[i] for i in batches[0]], pad_id=pad_id)
+
+The training loop calls batch_order once per epoch (the order is a pure function of seed and
+epoch, which makes resume exact) and collates each micro-batch itself; there is no DataLoader.
 
 Each batch is padded only to its own longest sequence. Grouping similar lengths (while keeping
 the order random at the batch level) cuts the padding, and so the compute, several-fold.

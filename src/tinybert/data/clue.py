@@ -11,18 +11,21 @@ tags of a token are those of its first character (see `token_tags`).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from tinybert.data.tasks import (
+from tinybert.data.base import (
     Example,
+    Reader,
+    RowError,
+    Rows,
     TaskSpec,
-    _clip,
-    _jsonl_rows,
-    _physical_lines,
-    _RowError,
-    _text,
+    json_object,
+    jsonl_rows,
+    physical_lines,
+    text_field,
 )
+from tinybert.errors import UserError
 
 # TNEWS (CLUE): label code -> label_desc, in labels.json order (codes 105 and 111 are unused).
 TNEWS_CODES: dict[str, str] = {
@@ -64,13 +67,15 @@ def bios_tags(types: Sequence[str]) -> tuple[str, ...]:
 # --------------------------------------------------------------------------- TNEWS
 
 
-def tnews_rows(task: TaskSpec, path: Path) -> Iterator[Example | _RowError]:
-    return _jsonl_rows(task, path, _tnews_example)
+def tnews_rows(task: TaskSpec, path: Path) -> Rows:
+    """TNEWS rows; the official labels.json beside the file, when present, is checked first."""
+    check_tnews_labels(path.parent / "labels.json")
+    return jsonl_rows(task, path, _tnews_example)
 
 
 def _tnews_example(task: TaskSpec, line: str, source: str) -> Example:
-    obj = _object(line, source, ("sentence", "label"))
-    text = _text(obj["sentence"], source, '"sentence"')
+    obj = json_object(line, source, ("sentence", "label"))
+    text = text_field(obj["sentence"], source, '"sentence"')
     return Example(text, None, _tnews_label(obj, source), source)
 
 
@@ -78,9 +83,9 @@ def _tnews_label(obj: dict, source: str) -> str:
     code, desc = str(obj["label"]), obj.get("label_desc")
     if code not in TNEWS_CODES:
         allowed = ", ".join(f"{c} ({d})" for c, d in TNEWS_CODES.items())
-        raise _RowError(f"{source}: unknown TNEWS label {code!r}; allowed: {allowed}")
+        raise RowError(f"{source}: unknown TNEWS label {code!r}; allowed: {allowed}")
     if desc is not None and desc != TNEWS_CODES[code]:
-        raise _RowError(
+        raise RowError(
             f"{source}: label {code} is {TNEWS_CODES[code]!r} in TNEWS, but label_desc says {desc!r}"
         )
     return TNEWS_CODES[code]
@@ -90,10 +95,8 @@ def check_tnews_labels(path: Path) -> None:
     """labels.json, when present beside the data, must list the classes we use, in order."""
     if not path.is_file():
         return
-    from tinybert.errors import UserError
-
     listed = []
-    for lineno, line in _physical_lines(path):
+    for lineno, line in physical_lines(path):
         try:
             obj = json.loads(line) if isinstance(line, str) else None
             listed.append((str(obj["label"]), obj["label_desc"]))
@@ -110,14 +113,14 @@ def check_tnews_labels(path: Path) -> None:
 # --------------------------------------------------------------------------- CLUENER
 
 
-def cluener_rows(task: TaskSpec, path: Path) -> Iterator[Example | _RowError]:
-    return _jsonl_rows(task, path, _cluener_example)
+def cluener_rows(task: TaskSpec, path: Path) -> Rows:
+    return jsonl_rows(task, path, _cluener_example)
 
 
 def _cluener_example(task: TaskSpec, line: str, source: str) -> Example:
     types = {t.split("-", 1)[1] for t in task.labels if t != "O"}
-    obj = _object(line, source, ("text",))
-    text = _text(obj["text"], source, '"text"')
+    obj = json_object(line, source, ("text",))
+    text = text_field(obj["text"], source, '"text"')
     spans = _spans(obj.get("label") or {}, text, types, source)
     return Example(text, None, None, source, spans=spans)
 
@@ -127,22 +130,22 @@ def _spans(
 ) -> tuple[tuple[str, int, int], ...]:
     """{type: {entity: [[start, end]]}} -> sorted (type, start, end) with end inclusive, checked."""
     if not isinstance(label, dict):
-        raise _RowError(f'{source}: "label" must be an object {{type: {{entity: [[start, end]]}}}}')
+        raise RowError(f'{source}: "label" must be an object {{type: {{entity: [[start, end]]}}}}')
     spans = []
     for kind, entities in label.items():
         if kind not in types:
-            raise _RowError(
+            raise RowError(
                 f"{source}: unknown entity type {kind!r}; allowed: {', '.join(sorted(types))}"
             )
         if not isinstance(entities, dict):
-            raise _RowError(f"{source}: entities of {kind!r} must be {{entity: [[start, end]]}}")
+            raise RowError(f"{source}: entities of {kind!r} must be {{entity: [[start, end]]}}")
         for entity, positions in entities.items():
             for pos in positions if isinstance(positions, list) else [None]:
                 spans.append(_span(kind, entity, pos, text, source))
     spans.sort(key=lambda s: (s[1], s[2]))
     for (k1, s1, e1), (k2, s2, e2) in zip(spans, spans[1:], strict=False):
         if s2 <= e1:
-            raise _RowError(
+            raise RowError(
                 f"{source}: overlapping entities {k1} [{s1}, {e1}] and {k2} [{s2}, {e2}]; "
                 "a character can belong to one entity only"
             )
@@ -152,15 +155,15 @@ def _spans(
 def _span(kind: str, entity: str, pos: object, text: str, source: str) -> tuple[str, int, int]:
     ok = isinstance(pos, list) and len(pos) == 2 and all(isinstance(p, int) for p in pos)
     if not ok:
-        raise _RowError(f"{source}: {kind} {entity!r}: position must be [start, end], got {pos!r}")
+        raise RowError(f"{source}: {kind} {entity!r}: position must be [start, end], got {pos!r}")
     start, end = pos
     if not 0 <= start <= end < len(text):
-        raise _RowError(
+        raise RowError(
             f"{source}: {kind} {entity!r} span [{start}, {end}] is outside the text "
             f"(length {len(text)}; end is inclusive)"
         )
     if text[start : end + 1] != entity:
-        raise _RowError(
+        raise RowError(
             f"{source}: {kind} span [{start}, {end}] covers {text[start : end + 1]!r}, not "
             f"{entity!r} (end is inclusive)"
         )
@@ -232,18 +235,6 @@ def decode_spans(
     return found
 
 
-def _object(line: str, source: str, keys: tuple[str, ...]) -> dict:
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise _RowError(f"{source}: not valid JSON ({e.msg}; value {_clip(line)!r})") from None
-    if not isinstance(obj, dict) or any(k not in obj for k in keys):
-        raise _RowError(
-            f"{source}: expected a JSON object with {', '.join(keys)}; got {_clip(line)!r}"
-        )
-    return obj
-
-
 def score_entities(
     gold: Sequence[set | frozenset], predicted: Sequence[set | frozenset]
 ) -> dict[str, float]:
@@ -274,3 +265,32 @@ def _prf(tp: int, n_pred: int, n_gold: int) -> dict[str, float]:
     recall = tp / n_gold if n_gold else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"precision": precision, "recall": recall, "f1": f1}
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def _spec(key: str, labels: Sequence[str] | None, regression: bool) -> TaskSpec:
+    if labels is not None or regression:
+        raise UserError(f"task {key!r} has fixed labels; remove task.labels/task.regression")
+    splits = ("train.json", {"dev": "dev.json"})
+    if key == "tnews":
+        names = tuple(TNEWS_CODES.values())
+        return TaskSpec("tnews", names, False, ("accuracy",), "accuracy", *splits)
+    metrics = ("f1", "precision", "recall", "token_accuracy")
+    return TaskSpec(
+        "cluener", bios_tags(CLUENER_TYPES), False, metrics, "f1", *splits, kind="token"
+    )
+
+
+def _describe(task: TaskSpec) -> str:
+    if task.name == "tnews":
+        return 'the CLUE TNEWS JSON lines: {"label": "102", "label_desc": ..., "sentence": ...}'
+    return 'the CLUENER JSON lines: {"text": ..., "label": {type: {entity: [[start, end]]}}}'
+
+
+def _rows(task: TaskSpec, path: Path) -> Rows:
+    return (tnews_rows if task.name == "tnews" else cluener_rows)(task, path)
+
+
+READER = Reader(names=("tnews", "cluener"), spec=_spec, rows=_rows, describe=_describe)

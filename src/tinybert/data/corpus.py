@@ -177,7 +177,7 @@ def pack_document(
             chunk.append(piece)
             size += len(piece)
         if size >= target or not queue:
-            yield _split(chunk, rng, target)
+            yield _split(chunk, rng)
             chunk, size = [], 0
             target = _target(rng, max_tokens, short_seq_prob)
 
@@ -186,8 +186,9 @@ def _target(rng: random.Random, max_tokens: int, short_seq_prob: float) -> int:
     return rng.randint(2, max_tokens) if rng.random() < short_seq_prob else max_tokens
 
 
-def _split(chunk: list[list[int]], rng: random.Random, target: int) -> tuple[list[int], list[int]]:
-    """A = the first k pieces, B = the rest (k random); a single piece is cut at a random token."""
+def _split(chunk: list[list[int]], rng: random.Random) -> tuple[list[int], list[int]]:
+    """A = the first k pieces, B = the rest (k random); a single piece is cut at a random token.
+    The chunk already fits the target length (the packer cuts pieces to fit), so no trimming."""
     if len(chunk) >= 2:
         k = rng.randint(1, len(chunk) - 1)
         a = [t for p in chunk[:k] for t in p]
@@ -196,9 +197,6 @@ def _split(chunk: list[list[int]], rng: random.Random, target: int) -> tuple[lis
         tokens = chunk[0]
         cut = rng.randint(1, len(tokens) - 1) if len(tokens) >= 2 else len(tokens)
         a, b = tokens[:cut], tokens[cut:]
-    while len(a) + len(b) > target:  # trim the longer side, from a random end (as BERT does)
-        longer = a if len(a) > len(b) else b
-        del longer[0 if rng.random() < 0.5 else -1]
     return a, b
 
 

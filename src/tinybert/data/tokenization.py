@@ -21,7 +21,7 @@ from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, process
 from tokenizers.models import WordPiece
 from torch.utils.data import Dataset
 
-from tinybert.data.tasks import Example, TaskSpec
+from tinybert.data.base import Example, TaskSpec
 from tinybert.errors import UserError
 
 _REQUIRED = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
@@ -55,8 +55,11 @@ def load_tokenizer(model_dir: str | Path) -> Tokenizer:
 
 
 def tokenizer_info(tok: Tokenizer) -> tuple[int, int]:
-    """(vocab_size including added tokens, id of [PAD])."""
-    return tok.get_vocab_size(with_added_tokens=True), tok.token_to_id("[PAD]")
+    """(ids the tokenizer can produce: highest id + 1, added tokens included; id of [PAD]).
+
+    The id range, not the entry count: a vocab.txt with a repeated line keeps the line numbers
+    as ids, so it has fewer entries than ids, and the embedding table needs a row per id."""
+    return max(tok.get_vocab(with_added_tokens=True).values()) + 1, tok.token_to_id("[PAD]")
 
 
 def _from_tokenizer_json(path: Path) -> Tokenizer:

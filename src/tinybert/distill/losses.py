@@ -2,7 +2,6 @@
 
 - `attention_loss`  eq. 7: MSE between student and teacher attention scores (pre-softmax).
 - `hidden_loss`     eq. 8: MSE between projected student and teacher hidden states.
-- `embedding_loss`  eq. 9: the same MSE on the embedding outputs (hidden_states[0]).
 - `soft_cross_entropy` eq. 10: prediction-layer loss, -softmax(z_t/T) . log_softmax(z_s/T).
 - `logit_mse`       prediction-layer loss for regression tasks (MSE to the teacher's output).
 
@@ -150,21 +149,6 @@ def hidden_loss(
     if tokens is None:
         tokens = real.sum().float()
     return _divide(diff.square().sum(), tokens * width)
-
-
-def embedding_loss(
-    student_emb: Tensor,
-    teacher_emb: Tensor,
-    mask: Tensor | None,
-    mode: LossMode = "real_tokens",
-    tokens: float | None = None,
-) -> Tensor:
-    """MSE between the (projected) student and teacher embedding outputs (eq. 9).
-
-    The same loss as `hidden_loss`, applied to hidden_states[0].
-    student_emb, teacher_emb: (B, T, D); mask: (B, T). Returns a 0-d float32 tensor.
-    """
-    return hidden_loss(student_emb, teacher_emb, mask, mode, tokens)
 
 
 def soft_cross_entropy(

@@ -5,8 +5,8 @@ layer that student layer i (1-based) imitates. Indices live in hidden-states spa
 the embedding output and 1..L are the transformer layers, so they can index
 `BertOutput.hidden_states` directly. The embeddings always map 0 <- 0 and are not in the list.
 
-Attention scores have no embedding entry: `attention_scores[k]` belongs to layer k + 1. The
-`*_layer_pairs` helpers turn a layer map into ready-to-use index pairs for both tuples.
+Attention scores have no embedding entry: `attention_scores[k]` belongs to layer k + 1, so
+student layer i reads `attention_scores[i - 1]` of both models (see objectives.IntermediateLoss).
 """
 
 from __future__ import annotations
@@ -66,16 +66,6 @@ def resolve_layer_map(
             f"(0 is the embedding layer, which is always mapped and must not be listed)"
         )
     return [int(x) for x in explicit]
-
-
-def hidden_layer_pairs(layer_map: Sequence[int]) -> list[tuple[int, int]]:
-    """(student, teacher) indices into `hidden_states`, embeddings (0, 0) first."""
-    return [(0, 0)] + [(i, t) for i, t in enumerate(layer_map, start=1)]
-
-
-def attention_layer_pairs(layer_map: Sequence[int]) -> list[tuple[int, int]]:
-    """(student, teacher) 0-based indices into `attention_scores` (which have no embedding entry)."""
-    return [(i, t - 1) for i, t in enumerate(layer_map)]
 
 
 def check_heads(student_heads: int, teacher_heads: int, attention_loss_on: bool) -> None:

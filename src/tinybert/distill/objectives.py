@@ -5,6 +5,9 @@
 - `PredictionLoss`: TD phase 2 — soft cross-entropy to the teacher's logits (MSE for regression),
   with the teacher's logits computed once up front (see `teacher_logits`).
 
+`intermediate_objective` builds phase 1's (and GD's) loss with its checked layer map and a
+fresh hidden-state projection.
+
 Which one runs is configuration (`distill.phases`), never a mode flag inside the model.
 
 Under data parallelism each process sees a slice of the global batch. The loop then adds the
@@ -15,7 +18,6 @@ whole batch, and the gradients (summed across processes) equal one process's, ex
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
 import torch
@@ -24,7 +26,11 @@ from torch import nn
 
 from tinybert.config import DistillConfig
 from tinybert.distill.losses import attention_loss, hidden_loss, logit_mse, soft_cross_entropy
+from tinybert.distill.mapping import check_heads, resolve_layer_map
 from tinybert.distill.projection import HiddenProjection
+from tinybert.train.inference import Logits, logits_over
+from tinybert.train.loop import TrainData
+from tinybert.train.precision import autocast
 
 Batch = dict[str, torch.Tensor]
 
@@ -123,18 +129,29 @@ class PredictionLoss:
 
     Token tasks: the soft cross-entropy runs per token over the scored tokens only (labels not
     -100: never padding, [CLS] or [SEP]), averaged over them.
+
+    `teacher_logits` may be a function computing them: it is called at the first batch, so a
+    phase that is already finished (and skipped) never runs the teacher over the training set.
     """
 
     def __init__(
         self,
         student: nn.Module,
-        teacher_logits: torch.Tensor | list[torch.Tensor],
+        teacher_logits: Logits | Callable[[], Logits],
         cfg: DistillConfig,
         regression: bool,
     ):
         # (N, C) on CPU; token tasks: N tensors (T_i, C), one per example.
-        self.student, self.teacher_logits = student, teacher_logits
+        self.student, self._source = student, teacher_logits
+        self._cached: Logits | None = None
         self.cfg, self.regression = cfg, regression
+
+    @property
+    def teacher_logits(self) -> Logits:
+        if self._cached is None:
+            source = self._source
+            self._cached = source() if callable(source) else source
+        return self._cached
 
     def __call__(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         s = self.student(**_inputs(batch)).logits.float()
@@ -143,7 +160,9 @@ class PredictionLoss:
             mask = batch["labels"] != -100
             loss = soft_cross_entropy(s, t, self.cfg.temperature, self.cfg.scale_by_t2, mask=mask)
             return loss * _row_share(batch), {}
-        t = self.teacher_logits[batch["index"].cpu()].to(s.device)
+        cached = self.teacher_logits
+        assert isinstance(cached, torch.Tensor)
+        t = cached[batch["index"].cpu()].to(s.device)
         if self.regression:
             loss = logit_mse(s, t)
         else:
@@ -159,29 +178,33 @@ class PredictionLoss:
         return t
 
 
-@torch.no_grad()
+def intermediate_objective(
+    cfg: DistillConfig, student: nn.Module, teacher: nn.Module, device: torch.device
+) -> tuple[IntermediateLoss, HiddenProjection]:
+    """TD phase 1's (and GD's) loss: the layer map and head counts checked, a fresh projection."""
+    n_s, n_t = student.config.num_hidden_layers, teacher.config.num_hidden_layers
+    layer_map = resolve_layer_map(n_s, n_t, cfg.layer_map)
+    check_heads(
+        student.config.num_attention_heads,
+        teacher.config.num_attention_heads,
+        cfg.attention_weight > 0,
+    )
+    projection = HiddenProjection(
+        student.config.hidden_size, teacher.config.hidden_size, n_s + 1, cfg.shared_projection
+    ).to(device)
+    return IntermediateLoss(student, teacher, projection, layer_map, cfg), projection
+
+
 def teacher_logits(
     teacher: nn.Module,
-    lengths: list[int],
-    collate: Callable[[list[int]], Batch],
+    data: TrainData,
     batch_size: int,
     device: torch.device,
-    amp: Callable[[], contextlib.AbstractContextManager],
-) -> torch.Tensor:
-    """Run the teacher once over the training set and return its logits, (N, C) float32 on CPU
-    (token tasks: a list of N tensors (T_i, C), each example's real tokens).
-
-    They never change during phase 2, so caching saves one teacher forward per step. Examples
-    are visited shortest first (little padding) and the rows put back in dataset order.
-    """
-    teacher.eval()
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    rows: list[torch.Tensor] = [torch.empty(0)] * len(lengths)
-    for start in range(0, len(order), batch_size):
-        indices = order[start : start + batch_size]
-        batch = collate(indices)
-        with amp():
-            logits = teacher(**{k: v.to(device) for k, v in _inputs(batch).items()}).logits
-        for i, row in zip(indices, logits.float().cpu(), strict=True):
-            rows[i] = row[: lengths[i]] if row.dim() == 2 else row
-    return rows if rows and rows[0].dim() == 2 else torch.stack(rows)
+    precision: str = "fp32",
+) -> Logits:
+    """Run the teacher once over the training set (the batched inference loop of evaluation)
+    and return its logits: (N, C) float32 on CPU, or for token tasks a list of N tensors
+    (T_i, C), each example's real tokens. They never change during phase 2, so caching saves
+    one teacher forward per step."""
+    with autocast(device, precision):
+        return logits_over(teacher, data.lengths, data.collate, batch_size, device)

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from tinybert.errors import UserError
-
 
 class HiddenProjection(nn.Module):
     """Project student hidden states (B, T, student_width) to (B, T, teacher_width).
 
     n_maps: how many hidden states get projected, normally n_student_layers + 1 (embeddings).
-    shared: one linear map for all of them (paper) or one per hidden state.
-    identity: no projection at all (only when the widths are equal); the paper still learns
-        one in that case, which is the default.
+    shared: one linear map for all of them (paper) or one per hidden state. Equal widths
+        still learn a map, as the paper does.
     """
 
     def __init__(
@@ -28,19 +25,13 @@ class HiddenProjection(nn.Module):
         teacher_width: int,
         n_maps: int,
         shared: bool = True,
-        identity: bool = False,
         init_std: float = 0.02,
     ):
         super().__init__()
-        if identity and student_width != teacher_width:
-            raise UserError(
-                f"an identity hidden projection needs equal widths, but the student's "
-                f"hidden_size is {student_width} and the teacher's {teacher_width}"
-            )
         if n_maps < 1:
             raise ValueError(f"n_maps must be >= 1, got {n_maps}")
-        self.n_maps, self.shared, self.identity = n_maps, shared, identity
-        n_layers = 0 if identity else 1 if shared else n_maps
+        self.n_maps, self.shared = n_maps, shared
+        n_layers = 1 if shared else n_maps
         self.layers = nn.ModuleList(
             nn.Linear(student_width, teacher_width) for _ in range(n_layers)
         )
@@ -52,9 +43,7 @@ class HiddenProjection(nn.Module):
         """h: (B, T, student_width), the student's hidden_states[i] -> (B, T, teacher_width)."""
         if not 0 <= i < self.n_maps:
             raise IndexError(f"hidden-state index {i} out of range 0..{self.n_maps - 1}")
-        if self.identity:
-            return h
         return self.layers[0 if self.shared else i](h)
 
     def extra_repr(self) -> str:
-        return f"n_maps={self.n_maps}, shared={self.shared}, identity={self.identity}"
+        return f"n_maps={self.n_maps}, shared={self.shared}"

@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tinybert.data import TaskDataset, TaskSpec, load_tokenizer, tokenizer_info
+from tinybert.data.metrics import compute_metrics
 from tinybert.errors import UserError
-from tinybert.evaluate import compute_metrics, predict_logits, torch_logits_fn
 from tinybert.export.runtime import (
     FP32_FILE,
     INPUT_NAMES,
@@ -45,8 +45,9 @@ from tinybert.export.runtime import (
     OnnxLogits,
     is_export_dir,
 )
-from tinybert.model import load_config, load_model
+from tinybert.model import load_model, saved_head
 from tinybert.model.hub import CONFIG_FILE, TOKENIZER_FILES, WEIGHTS_FILES
+from tinybert.train.inference import predict_logits, torch_logits_fn
 
 TOLERANCE = 1e-4  # largest fp32 logit difference accepted between PyTorch and ONNX Runtime
 MIN_OPSET = 17  # LayerNormalization is a single op from 17 on (and ORT's fusions expect it)
@@ -150,10 +151,7 @@ def load_for_export(model_dir: str | Path) -> tuple[nn.Module, str]:
 
     The head follows config.json's "architectures"; a model without a trained head is refused
     (its logits would be random)."""
-    load_config(model_dir)  # a clear error for a missing or broken config.json
-    config = json.loads((Path(model_dir) / CONFIG_FILE).read_text(encoding="utf-8"))
-    token = "BertForTokenClassification" in (config.get("architectures") or [])
-    head = "token" if token else "sequence"
+    head = saved_head(model_dir)
     model, report = load_model(model_dir, head=head)
     if report.initialised:
         raise UserError(

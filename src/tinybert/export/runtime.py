@@ -3,7 +3,7 @@
     run = OnnxLogits(find_onnx("runs/sst2/onnx", precision="int8"))
     logits = run(batch)  # input_ids, attention_mask, token_type_ids (B, T) int64 -> (B, C) float32
 
-OnnxLogits fits tinybert.evaluate's LogitsFn, so predict_logits / evaluate_splits run an exported
+OnnxLogits fits tinybert.train.inference's LogitsFn, so predict_logits / evaluate_splits run an exported
 model through the same batching and metrics as a PyTorch one. This module does not import torch:
 a server that only runs ONNX needs onnxruntime and numpy alone.
 """
@@ -24,9 +24,21 @@ INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "logits"
 
 
+EXPORT_SUBDIR = "onnx"  # `tinybert export --model DIR` writes DIR/onnx by default
+
+
 def is_export_dir(path: str | Path) -> bool:
     """True if `path` is a folder written by `tinybert export` (it holds model.onnx)."""
     return (Path(path) / FP32_FILE).is_file()
+
+
+def export_dir(path: str | Path) -> Path | None:
+    """The export folder `path` names: itself, or the default `path/onnx` that `tinybert
+    export --model path` wrote; None if neither holds model.onnx."""
+    for folder in (Path(path), Path(path) / EXPORT_SUBDIR):
+        if is_export_dir(folder):
+            return folder
+    return None
 
 
 def find_onnx(model_dir: str | Path, precision: str = "fp32", onnx_file: str | None = None) -> Path:
@@ -37,12 +49,13 @@ def find_onnx(model_dir: str | Path, precision: str = "fp32", onnx_file: str | N
         if not path.is_file():
             raise UserError(f"{path}: ONNX file not found")
         return path
-    folder = Path(model_dir)
-    if not is_export_dir(folder):
+    found = export_dir(model_dir)
+    if found is None:
         raise UserError(
-            f"{folder}: no {FP32_FILE}; make an export folder with "
-            f"`tinybert export --model MODEL_DIR --output {folder}`, or pass --onnx FILE"
+            f"{model_dir}: no {FP32_FILE} (nor {EXPORT_SUBDIR}/{FP32_FILE}); make an export with "
+            f"`tinybert export --model {model_dir}`, or pass --onnx FILE"
         )
+    folder = found
     if precision == "int8":
         if not (folder / INT8_FILE).is_file():
             raise UserError(

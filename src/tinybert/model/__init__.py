@@ -7,7 +7,7 @@ from tinybert.model.bert import (
     BertModel,
     BertOutput,
 )
-from tinybert.model.hub import LoadReport, load_config, load_model, save_model
+from tinybert.model.hub import LoadReport, load_config, load_model, save_model, saved_head
 
 __all__ = [
     "BertConfig",
@@ -19,4 +19,5 @@ __all__ = [
     "load_config",
     "load_model",
     "save_model",
+    "saved_head",
 ]

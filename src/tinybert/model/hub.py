@@ -57,6 +57,15 @@ class LoadReport:
     ignored: list[str] = field(default_factory=list)  # checkpoint tensors the model does not use
 
 
+def saved_head(model_dir: str | Path) -> Literal["sequence", "token"]:
+    """The head a saved model was trained with, from config.json's "architectures": "token"
+    for BertForTokenClassification (NER), else "sequence". The one place that decides it."""
+    load_config(model_dir)  # a clear error for a missing or broken config.json
+    raw = json.loads((Path(model_dir) / CONFIG_FILE).read_text(encoding="utf-8"))
+    token = "BertForTokenClassification" in (raw.get("architectures") or [])
+    return "token" if token else "sequence"
+
+
 def load_config(model_dir: str | Path) -> BertConfig:
     """Read `model_dir`/config.json (an HF BERT config)."""
     path = Path(model_dir) / CONFIG_FILE

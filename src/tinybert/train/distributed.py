@@ -57,9 +57,18 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda", local_rank % torch.cuda.device_count())
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device '{name}' asked for, but no CUDA GPU is visible; use device=cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(
+            f"device '{name}': this machine has {torch.cuda.device_count()} GPU(s), numbered from 0"
+        )
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N")
     return device
 
 

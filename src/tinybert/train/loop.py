@@ -1,8 +1,9 @@
-"""The one training loop, shared by teacher fine-tuning and both task-distillation phases.
+"""The one training loop, shared by fine-tuning, general distillation and both TD phases.
 
-What changes between those jobs is only the loss function handed in (see `objectives.py`); the
-loop owns batching, accumulation, mixed precision, clipping, the schedule, evaluation, the best
-checkpoint, rotation of step checkpoints, logging, and exact resume.
+What changes between those jobs is only the loss function handed in (see
+`tinybert.distill.objectives`); the loop owns batching, accumulation, mixed precision, clipping,
+the schedule, evaluation, the best checkpoint, rotation of step checkpoints, logging, exact
+resume, and skipping a stage that already finished.
 
 Exact resume: the batch order of every epoch is a pure function of (seed, epoch), the position is
 counted in micro-batches, and the RNG state (dropout) is saved with the weights, optimizer and
@@ -21,7 +22,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,16 +32,49 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from tinybert.config import TrainConfig
-from tinybert.data import batch_order
-from tinybert.distill import checkpoint as ckpt
-from tinybert.distill.distributed import Dist, resolve_device
-from tinybert.distill.optim import build_optimizer, linear_schedule
+from tinybert.data.batching import batch_order
 from tinybert.errors import UserError
+from tinybert.train import checkpoint as ckpt
+from tinybert.train.distributed import Dist
+from tinybert.train.optim import build_optimizer, linear_schedule
+from tinybert.train.precision import autocast, resolve_precision
 
-__all__ = ["Trainer", "TrainResult", "autocast", "resolve_device"]
+__all__ = ["Evaluation", "RunContext", "TrainData", "TrainResult", "Trainer"]
 
 Batch = dict[str, torch.Tensor]
 LossFn = Callable[[Batch], tuple[torch.Tensor, dict[str, float]]]
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every stage of one command shares: where it writes, on what, and how it resumes.
+
+    A stage writes to `root / stage` (e.g. runs/sst2/student/intermediate). `save_model(model,
+    dir)` writes a Hugging Face directory (config, weights, tokenizer).
+    """
+
+    root: Path
+    device: torch.device
+    save_model: Callable[[nn.Module, Path], None]
+    dist: Dist = field(default_factory=Dist)
+    seed: int = 42
+    resume: str | None = None  # None, "auto", or a checkpoint path
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """The training set as the loop sees it: row lengths, and `collate(indices)` -> a batch."""
+
+    lengths: Sequence[int]
+    collate: Callable[[list[int]], Batch]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """`run()` -> dev metrics; `metric` is the key whose highest value picks best/."""
+
+    run: Callable[[], dict[str, float]]
+    metric: str
 
 
 @dataclass
@@ -76,12 +110,9 @@ class MetricsLog:
             f.write(json.dumps(record) + "\n")
 
 
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16/fp16 autocast for forward passes; fp32 runs as is."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+def _constant_predictor(metrics: dict[str, float]) -> bool:
+    """Whether a classifier answered the same class for every row of some dev split."""
+    return any(k.split("/")[-1] == "predicted_classes" and v == 1 for k, v in metrics.items())
 
 
 class _Objective(nn.Module):
@@ -104,48 +135,43 @@ class _Objective(nn.Module):
 
 
 class Trainer:
-    """Runs one training stage. `collate(indices)` builds a batch; `loss_fn(batch)` scores it.
+    """Runs one training stage: `data.collate(indices)` builds a batch; `loss_fn(batch)` scores it.
 
-    `model` is what gets saved as a Hugging Face directory (via `save_model(model, dir)`);
-    `extra` holds other trainable modules (e.g. hidden-state projections) kept in the state file.
+    `model` is what gets saved as a Hugging Face directory (via `ctx.save_model`); `extra` holds
+    other trainable modules (e.g. hidden-state projections) kept in the state file only.
     """
 
     def __init__(
         self,
         cfg: TrainConfig,
+        ctx: RunContext,
+        stage: str,
         *,
         model: nn.Module,
         loss_fn: LossFn,
-        lengths: Sequence[int],
-        collate: Callable[[list[int]], Batch],
-        out_dir: str | Path,
-        save_model: Callable[[nn.Module, Path], None],
+        data: TrainData,
         extra: nn.Module | None = None,
-        evaluate: Callable[[], dict[str, float]] | None = None,
-        main_metric: str | None = None,
-        device: torch.device | None = None,
-        seed: int = 42,
+        evaluation: Evaluation | None = None,
         desc: str = "train",
-        dist: Dist | None = None,
         find_unused_parameters: bool = True,
     ):
-        if cfg.precision == "fp16" and (device is None or device.type != "cuda"):
+        self.ctx, self.desc, self.dist, self.device = ctx, desc, ctx.dist, ctx.device
+        precision = resolve_precision(cfg.precision, ctx.device)
+        if precision == "fp16" and ctx.device.type != "cuda":
             raise UserError("precision=fp16 needs a CUDA GPU; on CPU use precision=bf16 or fp32")
-        if len(lengths) == 0:
+        if len(data.lengths) == 0:
             raise UserError(f"{desc}: the training set is empty")
-        self.cfg, self.model, self.extra, self.loss_fn = cfg, model, extra, loss_fn
-        self.lengths = np.asarray(lengths, dtype=np.int64)
-        self.collate, self.save_model = collate, save_model
-        self.evaluate, self.main_metric = evaluate, main_metric
-        self.device = device or torch.device("cpu")
-        self.seed, self.desc = seed, desc
-        self.dist = dist or Dist()
         if cfg.batch_size < self.dist.world:
             raise UserError(
                 f"{desc}: batch_size={cfg.batch_size} is the global batch and must be at least "
                 f"the number of processes ({self.dist.world})"
             )
-        self.out_dir = Path(out_dir)
+        self.cfg, self.precision = cfg, precision
+        self.model, self.extra, self.loss_fn = model, extra, loss_fn
+        self.lengths = np.asarray(data.lengths, dtype=np.int64)
+        self.collate, self.evaluation = data.collate, evaluation
+        self.seed = ctx.seed
+        self.out_dir = Path(ctx.root) / stage
         self.log = MetricsLog(self.out_dir / "metrics.jsonl")
         self.pos = Position()
         self.modules = [m for m in (model, extra) if m is not None]
@@ -162,14 +188,21 @@ class Trainer:
         self.total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
         self.optimizer = build_optimizer(self.modules, cfg)
         self.scheduler = linear_schedule(self.optimizer, self.total_steps, cfg.warmup_ratio)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
         self.skipped_steps = 0
         self.last_eval: dict[str, float] | None = None
 
+    def save_model(self, model: nn.Module, directory: Path) -> None:
+        self.ctx.save_model(model, directory)
+
     # ------------------------------------------------------------------ the loop
 
-    def fit(self, resume: str | Path | None = None) -> TrainResult:
-        """Train to `total_steps`, resuming from a checkpoint dir (or "auto") if given."""
+    def fit(self) -> TrainResult:
+        """Train to `total_steps`, resuming as `ctx.resume` says; a finished stage is skipped
+        (resume=auto) with its final weights loaded into the model."""
+        resume = self.ctx.resume
+        if resume == "auto" and (self.out_dir / "final" / ckpt.STATE_FILE).is_file():
+            return self._skip_finished()
         if not self._restore(resume):
             torch.manual_seed(self.seed + self.dist.rank)  # ranks draw different dropout masks
         for m in self.modules:
@@ -215,6 +248,15 @@ class Trainer:
         self.dist.barrier()  # final/ is on disk before any process goes on to read it
         return result
 
+    def _skip_finished(self) -> TrainResult:
+        final = self.out_dir / "final"
+        state = ckpt.load_state(final)
+        self.model.load_state_dict(state["model"])
+        self.pos = Position(**state["position"])
+        if self.dist.is_main:
+            tqdm.write(f"{self.desc}: already finished ({final}); skipping")
+        return self._result()
+
     def _groups_left_in_epoch(self) -> Iterator[list[list[int]]]:
         """Micro-batch groups (one optimizer step each) of the current epoch not yet consumed."""
         order = batch_order(
@@ -258,7 +300,7 @@ class Trainer:
             # Accumulating under DDP: all-reduce the gradients once, after the last micro-batch.
             defer = self.dist.enabled and k < len(group) - 1
             no_sync = self.objective.no_sync if defer else contextlib.nullcontext
-            with no_sync(), autocast(self.device, self.cfg.precision):
+            with no_sync(), autocast(self.device, self.precision):
                 loss, parts = self.objective(batch)
             if not torch.isfinite(loss):
                 raise UserError(
@@ -314,20 +356,24 @@ class Trainer:
         self.log.write(record)
 
     def _evaluate(self) -> None:
-        if self.evaluate is None:
+        if self.evaluation is None:
             return
         for m in self.modules:
             m.eval()
-        with torch.no_grad(), autocast(self.device, self.cfg.precision):
-            metrics = self.evaluate()
+        with torch.no_grad(), autocast(self.device, self.precision):
+            metrics = self.evaluation.run()
         for m in self.modules:
             m.train()
         self.last_eval = metrics
         if self.dist.is_main:
             self.log.write({"step": self.pos.step, "eval": metrics})
-        value = metrics.get(self.main_metric) if self.main_metric else None
+        metric = self.evaluation.metric
+        value = metrics.get(metric)
         if value is None:
-            return
+            raise UserError(
+                f"{self.desc}: the dev metrics have no {metric!r} (they have "
+                f"{', '.join(metrics)}); choose one of those as the selection metric"
+            )
         if self.pos.best_metric is None or value > self.pos.best_metric:
             self.pos.best_metric, self.pos.best_step = value, self.pos.step
             if self.dist.is_main:
@@ -335,9 +381,15 @@ class Trainer:
         if not self.dist.is_main:
             return
         tqdm.write(
-            f"{self.desc} step {self.pos.step}: {self.main_metric} = {value:.4f}; "
-            f"best {self.main_metric} = {self.pos.best_metric:.4f} at step {self.pos.best_step}"
+            f"{self.desc} step {self.pos.step}: {metric} = {value:.4f}; "
+            f"best {metric} = {self.pos.best_metric:.4f} at step {self.pos.best_step}"
         )
+        if self.pos.best_step == self.pos.step and _constant_predictor(metrics):
+            tqdm.write(
+                f"warning: {self.desc}: the model kept as best/ (step {self.pos.step}) predicts "
+                "one class for every dev row; it has not learned the task yet (train longer, "
+                "or check the learning rate and data)"
+            )
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -379,10 +431,13 @@ class Trainer:
             self.log.write(
                 {"step": self.pos.step, "done": True, "best_metric": self.pos.best_metric}
             )
+        return self._result()
+
+    def _result(self) -> TrainResult:
         best = self.out_dir / "best"
         return TrainResult(
             steps=self.pos.step,
-            final_dir=final,
+            final_dir=self.out_dir / "final",
             best_dir=best if best.is_dir() else None,
             best_metric=self.pos.best_metric,
             best_step=self.pos.best_step,

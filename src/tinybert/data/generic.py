@@ -1,0 +1,126 @@
+"""The generic tasks: your own data as JSON lines or CSV, with the class names you give.
+
+    jsonl: {"text": ..., "text_pair": ... (optional), "label": ...} a line
+    csv:   a header row naming text[,text_pair],label, then CSV rows (real quoting)
+
+Files are train.<jsonl|csv> and dev.<jsonl|csv> in task.data_dir. Class names come from
+`task.labels` (index order), or `task.regression: true` for a float score per row.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+from tinybert.data.base import (
+    Example,
+    Reader,
+    RowError,
+    Rows,
+    TaskSpec,
+    clip,
+    json_object,
+    jsonl_rows,
+    label_field,
+    text_field,
+)
+from tinybert.errors import UserError
+
+
+def _spec(key: str, labels: Sequence[str] | None, regression: bool) -> TaskSpec:
+    splits = (f"train.{key}", {"dev": f"dev.{key}"})
+    if regression:
+        if labels:
+            raise UserError(f"task {key!r}: give either task.labels or task.regression, not both")
+        return TaskSpec(key, (), True, ("pearson", "spearman"), "pearson", *splits)
+    if labels is None:
+        raise UserError(
+            f"task {key!r} needs its class names: set task.labels, e.g. labels: [negative, "
+            f"positive] (index order), or task.regression: true for a float score per row"
+        )
+    names = tuple(str(x) for x in labels)
+    if len(names) < 2 or len(set(names)) != len(names) or not all(names):
+        raise UserError(
+            f"task {key!r}: task.labels must be at least 2 distinct non-empty names, got {labels!r}"
+        )
+    metrics = ("accuracy", "f1") if len(names) == 2 else ("accuracy",)
+    return TaskSpec(key, names, False, metrics, "accuracy", *splits)
+
+
+def _describe(task: TaskSpec) -> str:
+    if task.name == "jsonl":
+        return 'a JSONL file, one object a line: {"text": ..., "text_pair": ..., "label": ...}'
+    return "a CSV file with a header row naming columns text[,text_pair],label"
+
+
+def _rows(task: TaskSpec, path: Path) -> Rows:
+    return (_jsonl if task.name == "jsonl" else _csv_rows)(task, path)
+
+
+def _jsonl(task: TaskSpec, path: Path) -> Rows:
+    return jsonl_rows(task, path, _json_example)
+
+
+def _json_example(task: TaskSpec, line: str, source: str) -> Example:
+    try:
+        obj = json_object(line, source, ("text", "label"))
+    except RowError:
+        raise RowError(
+            f'{source}: expected an object with "text" and "label" (and optional "text_pair"), '
+            f"got {clip(line)!r}"
+        ) from None
+    text_a = text_field(obj["text"], source, '"text"')
+    pair = obj.get("text_pair")
+    text_b = None if pair is None else text_field(pair, source, '"text_pair"')
+    return Example(text_a, text_b, label_field(task, obj["label"], source), source)
+
+
+def _csv_rows(task: TaskSpec, path: Path) -> Rows:
+    """CSV with real quoting (csv module); the header names the columns."""
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f)
+        try:
+            header = next(reader, [])
+            where = _csv_header(header, path)
+            prev_end = reader.line_num
+            for row in reader:
+                lineno, prev_end = prev_end + 1, reader.line_num  # a row may span lines
+                if row:
+                    yield _csv_example(task, row, header, where, f"{path}:{lineno}")
+        except UnicodeDecodeError as e:
+            raise UserError(f"{path}: not UTF-8 ({e.reason}); save the file as UTF-8") from None
+        except csv.Error as e:
+            raise UserError(f"{path}:{reader.line_num}: unreadable CSV ({e})") from None
+
+
+def _csv_header(header: list[str], path: Path) -> dict[str, int]:
+    where = {name.strip(): i for i, name in enumerate(header)}
+    if "text" not in where or "label" not in where:
+        raise UserError(
+            f"{path}:1: the CSV header must name the columns text[,text_pair],label; got {header!r}"
+        )
+    return where
+
+
+def _csv_example(
+    task: TaskSpec, row: list[str], header: list[str], where: dict[str, int], source: str
+) -> Example | RowError:
+    try:
+        if len(row) != len(header):
+            raise RowError(
+                f"{source}: expected {len(header)} columns like the header but found {len(row)} "
+                f"(value {clip(','.join(row))!r})"
+            )
+        text_a = text_field(row[where["text"]], source, "text")
+        text_b = (
+            text_field(row[where["text_pair"]], source, "text_pair")
+            if "text_pair" in where
+            else None
+        )
+        return Example(text_a, text_b, label_field(task, row[where["label"]], source), source)
+    except RowError as e:
+        return e
+
+
+READER = Reader(names=("jsonl", "csv"), spec=_spec, rows=_rows, describe=_describe)

@@ -1,0 +1,163 @@
+"""A task's data as training and evaluation use it: read, checked and tokenised.
+
+data = load_task_data(cfg.task, tokenizer_dir="runs/sst2/teacher/best", seed=42,
+                      vocab_size=model.config.vocab_size)
+data.train, data.dev["dev"]   # TaskDataset (or the seed's TFRecord splits)
+check_labels(model.config, data.task, "teacher runs/sst2/teacher/best")
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+from tinybert.config import TaskConfig
+from tinybert.data import tfrecord
+from tinybert.data.base import TaskSpec
+from tinybert.data.batching import collate
+from tinybert.data.tasks import get_task, read_examples
+from tinybert.data.tokenization import TaskDataset, encode_examples, load_tokenizer, tokenizer_info
+from tinybert.errors import UserError
+
+
+@dataclass
+class TaskData:
+    """A task's tokenised training set (None when only evaluating) and dev split(s)."""
+
+    task: TaskSpec
+    train: TaskDataset | None
+    dev: dict[str, TaskDataset]  # split name -> dataset
+    pad_id: int
+    skipped: dict[str, int]  # split file -> malformed rows dropped (task.on_bad_row=skip)
+
+    def collate_fn(self, dataset: TaskDataset) -> Callable[[list[int]], dict[str, torch.Tensor]]:
+        return lambda indices: collate([dataset[i] for i in indices], pad_id=self.pad_id)
+
+    @property
+    def main_metric(self) -> str:
+        """The key of the metric that picks the best checkpoint, as evaluate_splits names it."""
+        return self.metric_key(self.task.main_metric)
+
+    def metric_key(self, name: str) -> str:
+        """`name` as evaluate_splits names it: prefixed by the first dev split if there are
+        several (MNLI selects on dev_matched)."""
+        if name not in self.task.metrics:
+            raise UserError(
+                f"task.metric={name!r}: task {self.task.name!r} is scored by "
+                f"{', '.join(self.task.metrics)}; choose one of those"
+            )
+        return name if len(self.dev) == 1 else f"{next(iter(self.dev))}/{name}"
+
+    def train_set(self) -> TaskDataset:
+        if self.train is None:
+            raise RuntimeError("this TaskData was loaded without its training split")
+        return self.train
+
+
+def task_spec(cfg: TaskConfig) -> TaskSpec:
+    return get_task(cfg.name, labels=cfg.labels, regression=cfg.regression)
+
+
+def load_task_data(
+    cfg: TaskConfig,
+    tokenizer_dir: str | Path,
+    seed: int,
+    train: bool = True,
+    vocab_size: int | None = None,
+    quiet: bool = False,
+) -> TaskData:
+    """Read, check and tokenise the task's files with the tokenizer in `tokenizer_dir`.
+
+    `vocab_size` (the model's embedding rows) must equal the tokenizer's size: more tokens than
+    rows fail deep inside the model, and fewer (a truncated vocab.txt) silently turn words into
+    [UNK]. `task.allow_smaller_vocab` accepts the second, e.g. an embedding table padded to a
+    multiple of 8. `quiet`: report skipped rows only in `TaskData.skipped`, not on the console.
+    """
+    task = task_spec(cfg)
+    tokenizer = load_tokenizer(tokenizer_dir)
+    n_vocab, pad_id = tokenizer_info(tokenizer)
+    if vocab_size is not None:
+        check_vocab(n_vocab, vocab_size, tokenizer_dir, getattr(cfg, "allow_smaller_vocab", False))
+    data_dir = Path(cfg.data_dir)
+    if not data_dir.is_dir():
+        raise UserError(f"task.data_dir: folder not found: {data_dir}")
+    seed_data = tfrecord.is_tfrecord_dir(data_dir)
+    if seed_data and task.is_regression:
+        raise UserError(f"{data_dir}: TFRecord data holds int64 label_ids; regression needs TSV")
+    skipped: dict[str, int] = {}
+
+    def split(file: str, limit: int | None, sample: bool) -> TaskDataset:
+        if seed_data:  # the seed's pre-tokenised TFRecord split (train*.tfrecord, dev*.tfrecord)
+            data = tfrecord.task_dataset(data_dir, Path(file).stem, len(task.labels), n_vocab)
+            return _limit(data, limit, sample, seed)
+        examples, n_bad = read_examples(task, data_dir / file, on_error=cfg.on_bad_row)
+        if n_bad:
+            skipped[str(data_dir / file)] = n_bad
+            if not quiet:
+                tqdm.write(
+                    f"{data_dir / file}: skipped {n_bad} malformed rows (task.on_bad_row=skip)"
+                )
+        if limit is not None and limit < len(examples):
+            # A seeded random sample, not the first rows: files are often sorted by label or length.
+            examples = random.Random(seed).sample(examples, limit) if sample else examples[:limit]
+        return encode_examples(tokenizer, examples, task, cfg.max_seq_length)
+
+    train_set = split(task.train_split, cfg.max_train_examples, True) if train else None
+    dev = {
+        name: split(file, cfg.max_eval_examples, False) for name, file in task.dev_splits.items()
+    }
+    return TaskData(task=task, train=train_set, dev=dev, pad_id=pad_id, skipped=skipped)
+
+
+def _limit(data: TaskDataset, limit: int | None, sample: bool, seed: int) -> TaskDataset:
+    if limit is None or limit >= len(data):
+        return data
+    keep = random.Random(seed).sample(range(len(data)), limit) if sample else range(limit)
+    return data.subset(list(keep))
+
+
+def check_vocab(
+    n_vocab: int, vocab_size: int, tokenizer_dir: str | Path, allow_smaller: bool
+) -> None:
+    """The tokenizer's size against the model's embedding rows (see load_task_data)."""
+    if n_vocab > vocab_size:
+        raise UserError(
+            f"the tokenizer in {tokenizer_dir} has {n_vocab} tokens but the model's vocab_size is "
+            f"{vocab_size}: tokenizer and model do not belong together"
+        )
+    if n_vocab < vocab_size and not allow_smaller:
+        raise UserError(
+            f"the tokenizer in {tokenizer_dir} has {n_vocab} tokens but the model's vocab_size is "
+            f"{vocab_size}: a vocab.txt shorter than the embedding table usually means the wrong "
+            "or a truncated vocabulary; if the table is only padded, set "
+            "task.allow_smaller_vocab=true"
+        )
+
+
+class HasLabels(Protocol):
+    """A model config's head description (BertConfig has it; so does an export's config.json)."""
+
+    num_labels: int
+    id2label: Sequence[str] | None
+
+
+def check_labels(config: HasLabels, task: TaskSpec, where: str) -> None:
+    """A model's label names must be the task's, in the same order (else accuracy is garbage)."""
+    expected = 1 if task.is_regression else len(task.labels)
+    if config.num_labels != expected:
+        raise UserError(
+            f"{where} has {config.num_labels} outputs but task '{task.name}' needs {expected}"
+        )
+    names = config.id2label
+    generic = names is None or all(n == f"LABEL_{i}" for i, n in enumerate(names))
+    if not task.is_regression and not generic and tuple(names or ()) != tuple(task.labels):
+        raise UserError(
+            f"{where} labels {list(names or ())} differ from task '{task.name}' labels "
+            f"{list(task.labels)} (order matters); fine-tune a teacher on this task first"
+        )

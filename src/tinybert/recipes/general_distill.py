@@ -1,0 +1,61 @@
+"""general-distill (GD): a bare student encoder learns a teacher's attention scores, hidden
+states and embeddings on a large text corpus, through the same loss and loop as TD phase 1.
+
+    teacher (any HF BERT dir) + corpus (prepare-corpus folder or seed TFRecord folder)
+        -> <output_dir>/general/{checkpoint-N, final}
+
+`final/` is a Hugging Face BertModel directory (no pooler: GD never trains one); task
+distillation starts from it with `student.init=checkpoint student.path=<output_dir>/general/final`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from tinybert.config import RunConfig
+from tinybert.data.corpus import open_corpus
+from tinybert.distill.objectives import intermediate_objective
+from tinybert.distill.student import build_student
+from tinybert.errors import UserError
+from tinybert.recipes.common import load_teacher, run_context
+from tinybert.train.loop import TrainData, Trainer, TrainResult
+
+STAGE = "general"
+
+
+def run_general_distill(cfg: RunConfig) -> TrainResult:
+    """Distil the teacher into a fresh (or given) student on the corpus; see module docstring."""
+    if not cfg.corpus.path:
+        raise UserError("general-distill needs corpus.path=<prepared corpus or TFRecord folder>")
+    ctx = run_context(cfg, tokenizer_dir=cfg.teacher)
+    corpus = open_corpus(cfg.corpus.path, cfg.teacher)  # checks the vocabulary
+    lengths = corpus.lengths
+    if cfg.corpus.max_sequences is not None:
+        lengths = lengths[: cfg.corpus.max_sequences]  # the first N sequences
+    teacher = load_teacher(cfg.teacher, "encoder", "general-distill").to(ctx.device)
+    torch.manual_seed(cfg.seed)  # the student's initial weights
+    student = build_student(cfg.student, teacher, "encoder").to(ctx.device)
+    loss_fn, projection = intermediate_objective(cfg.distill, student, teacher, ctx.device)
+    if ctx.dist.is_main:
+        n_s, tokens = student.config.num_hidden_layers, int(np.sum(lengths))
+        tqdm.write(
+            f"general distillation: {len(lengths)} sequences ({tokens} tokens), student layers "
+            f"1..{n_s} <- teacher layers {loss_fn.layer_map}, {ctx.dist.world} process(es)"
+        )
+    d = cfg.distill
+    trainer = Trainer(
+        cfg.general,
+        ctx,
+        STAGE,
+        model=student,
+        extra=projection,
+        loss_fn=loss_fn,
+        data=TrainData(lengths=lengths, collate=corpus.collate),
+        desc="general distillation",
+        # Bare student, no pooler: with every loss on, every parameter gets a gradient and DDP
+        # can skip its search for unused ones.
+        find_unused_parameters=min(d.attention_weight, d.hidden_weight, d.embedding_weight) == 0,
+    )
+    return trainer.fit()

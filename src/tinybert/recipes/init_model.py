@@ -1,0 +1,36 @@
+"""init-model: a randomly initialised BERT with a given vocabulary, saved as a Hugging Face
+directory: a teacher to fine-tune from scratch where no pre-trained model of the language
+exists (e.g. Chinese on these machines)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from tinybert.config import RunConfig
+from tinybert.data import load_tokenizer, tokenizer_info
+from tinybert.distill.student import student_shape
+from tinybert.errors import UserError
+from tinybert.model import BertConfig, BertModel, save_model
+
+
+def run_init_model(cfg: RunConfig, vocab_file: str, out_dir: str, lowercase: bool = True) -> Path:
+    """A random BERT encoder of shape `cfg.student` with the vocabulary in `vocab_file`."""
+    vocab = Path(vocab_file)
+    if not vocab.is_file():
+        raise UserError(f"--vocab: file not found: {vocab}")
+    words = vocab.read_text(encoding="utf-8").splitlines()
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--output {out} is a file; give a folder for the new model")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+    (out / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": lowercase}) + "\n")
+    # Checks the vocabulary has [PAD], [UNK], [CLS], [SEP]; the table gets a row per id.
+    n_vocab, _ = tokenizer_info(load_tokenizer(out))
+    torch.manual_seed(cfg.seed)
+    shape = student_shape(cfg.student, BertConfig(vocab_size=n_vocab))
+    save_model(BertModel(shape), out)
+    return out

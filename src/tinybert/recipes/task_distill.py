@@ -1,0 +1,88 @@
+"""task-distill: a fine-tuned teacher -> a TinyBERT student for the same task.
+
+Phase 1 (`intermediate`): attention scores, hidden states and embeddings on the task data.
+Phase 2 (`prediction`): the teacher's logits (soft cross-entropy; MSE for regression),
+evaluating on dev as it trains and keeping the best model. `distill.phases` picks which run.
+
+    <output_dir>/student/intermediate/final -> <output_dir>/student/prediction/{best, final}
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from tinybert.config import RunConfig
+from tinybert.data.task_data import TaskData, check_labels, load_task_data, task_spec
+from tinybert.distill.objectives import PredictionLoss, intermediate_objective, teacher_logits
+from tinybert.distill.student import build_student
+from tinybert.recipes.common import dev_evaluation, load_teacher, run_context, train_data
+from tinybert.train.loop import RunContext, Trainer, TrainResult
+from tinybert.train.precision import resolve_precision
+
+INTERMEDIATE, PREDICTION = "student/intermediate", "student/prediction"
+
+
+def run_task_distill(cfg: RunConfig) -> dict[str, TrainResult]:
+    """Phase 1 then phase 2, as `distill.phases` says; results by phase name."""
+    task = task_spec(cfg.task)
+    ctx = run_context(cfg, tokenizer_dir=cfg.teacher)
+    teacher = load_teacher(cfg.teacher, task.head, "task-distill", task).to(ctx.device)
+    data = load_task_data(cfg.task, cfg.teacher, cfg.seed, vocab_size=teacher.config.vocab_size)
+    torch.manual_seed(cfg.seed)  # the student's initial weights
+    student = build_student(cfg.student, teacher, task.head, **task.head_args).to(ctx.device)
+    check_labels(student.config, task, "student")
+    results: dict[str, TrainResult] = {}
+    if "intermediate" in cfg.distill.phases:
+        results["intermediate"] = _intermediate(cfg, ctx, teacher, student, data)
+    if "prediction" in cfg.distill.phases:
+        results["prediction"] = _prediction(cfg, ctx, teacher, student, data)
+    return results
+
+
+def _intermediate(
+    cfg: RunConfig, ctx: RunContext, teacher: nn.Module, student: nn.Module, data: TaskData
+) -> TrainResult:
+    loss_fn, projection = intermediate_objective(cfg.distill, student, teacher, ctx.device)
+    if ctx.dist.is_main:
+        tqdm.write(
+            f"phase 1: student layers 1..{len(loss_fn.layer_map)} <- teacher layers "
+            f"{loss_fn.layer_map}"
+        )
+    trainer = Trainer(
+        cfg.intermediate,
+        ctx,
+        INTERMEDIATE,
+        model=student,
+        extra=projection,
+        loss_fn=loss_fn,
+        data=train_data(data),
+        desc="distill phase 1 (intermediate)",
+    )
+    return trainer.fit()
+
+
+def _prediction(
+    cfg: RunConfig, ctx: RunContext, teacher: nn.Module, student: nn.Module, data: TaskData
+) -> TrainResult:
+    train_cfg = cfg.prediction
+    train = train_data(data)
+    precision = resolve_precision(train_cfg.precision, ctx.device)
+
+    def logits():  # run at phase 2's first batch: never when the phase is already finished
+        return teacher_logits(teacher, train, train_cfg.eval_batch_size, ctx.device, precision)
+
+    trainer = Trainer(
+        train_cfg,
+        ctx,
+        PREDICTION,
+        model=student,
+        loss_fn=PredictionLoss(student, logits, cfg.distill, data.task.is_regression),
+        data=train,
+        evaluation=dev_evaluation(
+            student, data, train_cfg.eval_batch_size, ctx.device, cfg.task.metric
+        ),
+        desc="distill phase 2 (prediction)",
+    )
+    return trainer.fit()
