@@ -18,9 +18,12 @@ $(STAMP): pyproject.toml
 test: setup
 	$(BIN)/python -m pytest
 
+# Style, then types (mypy over src/, configured in pyproject.toml), then the import layers.
 lint: setup
 	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/ruff format --check src tests bench scripts
+	$(BIN)/mypy
+	$(BIN)/lint-imports --no-logo
 
 format: setup
 	$(BIN)/ruff check --fix src tests bench scripts
@@ -30,4 +33,4 @@ demo: setup
 	$(BIN)/python -u scripts/demo.py
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info src/*.egg-info
+	rm -rf $(VENV) runs build *.egg-info src/*.egg-info .mypy_cache .import_linter_cache

@@ -1,14 +1,24 @@
-"""Shared fixtures: a tiny BERT directory and a tiny SST-2 folder in the official layouts."""
+"""Shared fixtures: a tiny BERT directory and a tiny SST-2 folder in the official layouts.
+
+Tests write only below their tmp dirs: every test gets its own TINYBERT_CACHE (the
+`precision: auto` probe), and the session fails if the run left new files in tests/ or the
+repository root (see `_no_stray_files`).
+"""
 
 from __future__ import annotations
 
+import collections
+import itertools
 import json
 import random
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 
+REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 POSITIVE = ["good", "great", "fine", "lovely", "superb", "fun", "warm", "bright"]
@@ -63,22 +73,33 @@ def write_sst2(directory: Path, n_train: int = 48, n_dev: int = 16) -> Path:
     return directory
 
 
+def majority_rate(tsv: Path) -> float:
+    """The accuracy of always answering a file's most common label (its last, `label`, column):
+    the bar a trained model has to clear."""
+    labels = [line.rsplit("\t", 1)[1] for line in tsv.read_text().splitlines()[1:] if line]
+    return max(collections.Counter(labels).values()) / len(labels)
+
+
 @pytest.fixture
 def sst2_dir(tmp_path: Path) -> Path:
     return write_sst2(tmp_path / "SST-2")
 
 
-@pytest.fixture
-def tiny_bert_dir(tmp_path: Path) -> Path:
+def write_tiny_bert(directory: Path) -> Path:
     """A randomly initialised 2-layer, hidden-32 BERT encoder saved as a Hugging Face directory."""
     from tinybert.model import BertConfig, BertModel, save_model
 
-    directory = write_vocab(tmp_path / "tiny-bert")
+    write_vocab(directory)
     n_vocab = len((directory / "vocab.txt").read_text().split())
     torch.manual_seed(0)
     model = BertModel(BertConfig(vocab_size=n_vocab, **TINY))
     save_model(model, directory, tokenizer_dir=directory)
     return directory
+
+
+@pytest.fixture
+def tiny_bert_dir(tmp_path: Path) -> Path:
+    return write_tiny_bert(tmp_path / "tiny-bert")
 
 
 def corpus_text(n_docs: int, seed: int, wiki: bool = False) -> str:
@@ -104,3 +125,103 @@ def corpus_file(tmp_path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(corpus_text(40, seed=0))
     return path
+
+
+# --------------------------------------------------------------------------- writes stay in tmp
+
+_TEST_NUMBER = itertools.count()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_scratch(tmp_path_factory) -> Path:
+    """Point the caches that code writes on its own into this session's tmp dir:
+    TINYBERT_CACHE (the `precision: auto` probe; each test gets a fresh one, see below),
+    XDG_CACHE_HOME (ONNX Runtime writes a device id and a database under
+    $XDG_CACHE_HOME/Microsoft at import), and TMPDIR for child processes (torchrun leaves
+    torchelastic_* folders in the temp dir; this process's `tempfile` has fixed its own already).
+    Session-wide, so module-scoped fixtures (which are set up before any test's) are covered too."""
+    scratch = tmp_path_factory.mktemp("scratch")
+    (scratch / "tmp").mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TINYBERT_CACHE", str(scratch / "tinybert-cache"))
+        mp.setenv("XDG_CACHE_HOME", str(scratch / "xdg-cache"))
+        mp.setenv("TMPDIR", str(scratch / "tmp"))
+        yield scratch
+
+
+@pytest.fixture(autouse=True)
+def _fresh_tinybert_cache(_session_scratch: Path, monkeypatch) -> None:
+    """A TINYBERT_CACHE of its own for every test (created only if something is cached), so no
+    test sees another's probe result and none writes to ~/.cache/tinybert."""
+    path = _session_scratch / f"tinybert-cache-{next(_TEST_NUMBER)}"
+    monkeypatch.setenv("TINYBERT_CACHE", str(path))
+
+
+# Left by tools, not by tests.
+_NOT_STRAY = {
+    "__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".mypy_cache",
+    ".import_linter_cache",
+    ".venv",
+}
+
+
+def _untracked() -> set[str] | None:
+    """The repository's untracked and ignored entries (directories collapsed), or None without
+    git."""
+    if shutil.which("git") is None:
+        return None
+    try:
+        run = subprocess.run(
+            [
+                "git",
+                "-C",
+                str(REPO),
+                "status",
+                "--porcelain=v1",
+                "-z",
+                "--ignored=matching",
+                "--untracked-files=normal",
+            ],
+            capture_output=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if run.returncode != 0:  # not a git checkout (an sdist, a copy)
+        return None
+    entries = [e for e in run.stdout.decode("utf-8", "replace").split("\0") if e]
+    return {e[3:] for e in entries if e[:2] in ("??", "!!")}
+
+
+def _stray(path: str) -> bool:
+    parts = path.rstrip("/").split("/")
+    if any(p in _NOT_STRAY or p.endswith(".egg-info") for p in parts):
+        return False
+    if path.endswith((".py", ".md", ".toml", ".cfg", ".ini")):  # edited while the suite runs
+        return False
+    # in the root, only what a run writes: `runs/` (the default output_dir), eval JSON, exports
+    return parts[0] == "tests" or (len(parts) == 1 and not parts[0].startswith("."))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_stray_files(tmp_path_factory):
+    """Fail the session when it left new files in tests/ or the repository root (a command's
+    default output folder, eval_results.json beside a fixture model, ...): tests write only
+    below their tmp dirs. Skipped where git is not available."""
+    before = _untracked()
+    yield
+    if before is None:
+        return
+    after = _untracked()
+    basetemp = tmp_path_factory.getbasetemp().resolve()  # --basetemp may lie in the repo
+    inside = basetemp.relative_to(REPO).as_posix() if basetemp.is_relative_to(REPO) else None
+
+    def is_basetemp(path: str) -> bool:  # the folder itself, inside it, or a folder holding it
+        a, b = f"{path.rstrip('/')}/", f"{inside}/"
+        return inside is not None and (a.startswith(b) or b.startswith(a))
+
+    new = sorted(p for p in (after or set()) - before if _stray(p) and not is_basetemp(p))
+    assert not new, f"the test session left files in the repository: {new}"

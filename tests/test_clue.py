@@ -230,7 +230,7 @@ def test_entity_scores_empty_is_zero_not_nan():
 
 
 @pytest.mark.shared
-def test_real_cluener_gold_tags_recover_almost_every_entity():
+def test_real_cluener_gold_tags_recover_almost_every_entity(tmp_path):
     """With the real Chinese vocabulary, tags derived from gold spans decode back to the spans
     except where an entity starts or ends inside a Latin word piece (e.g. "ac" in "vsac")."""
     from .conftest import shared_path
@@ -238,8 +238,7 @@ def test_real_cluener_gold_tags_recover_almost_every_entity():
     vocab = shared_path("data/vocab/bert-base-chinese-vocab.txt")
     task = get_task("cluener")
     examples, _ = read_examples(task, shared_path("data/clue/cluener/dev.json"))
-    directory = Path(vocab).parent
-    tok = load_tokenizer_from_vocab(vocab, directory)
+    tok = load_tokenizer_from_vocab(vocab, tmp_path)
     data = encode_examples(tok, examples, task, max_seq_length=64)
     got = [
         decode_spans(
@@ -252,10 +251,9 @@ def test_real_cluener_gold_tags_recover_almost_every_entity():
     assert scores["recall"] > 0.998 and scores["precision"] > 0.998
 
 
-def load_tokenizer_from_vocab(vocab: Path, _directory: Path):
+def load_tokenizer_from_vocab(vocab: Path, tmp_path: Path):
+    """load_tokenizer reads a model directory: a copy of the bare vocab.txt in tmp_path."""
     import shutil
-    import tempfile
 
-    tmp = Path(tempfile.mkdtemp())
-    shutil.copy(vocab, tmp / "vocab.txt")
-    return load_tokenizer(tmp)
+    shutil.copyfile(vocab, tmp_path / "vocab.txt")
+    return load_tokenizer(tmp_path)

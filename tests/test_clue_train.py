@@ -74,7 +74,9 @@ def small_run(tmp_path: Path, base: Path, data: Path, task: str) -> list[str]:
         "finetune.lr=2e-3",
         "intermediate.epochs=1",
         "intermediate.batch_size=8",
-        "prediction.epochs=3",
+        # 160 steps: the student learns the entities from the teacher's logits (entity F1 1.0
+        # with the default seed and with 10 of seeds 1-11; 3 epochs left it at 0)
+        "prediction.epochs=20",
         "prediction.batch_size=8",
         "prediction.lr=5e-3",
     ]
@@ -103,7 +105,8 @@ def test_cluener_finetune_distill_evaluate(tmp_path, zh_base):
     out = tmp_path / "eval.json"
     assert main(["evaluate", *args, f"--model={student}", f"--output={out}"]) == 0
     result = json.loads(out.read_text())
-    assert result["n_examples"] == 16 and 0 <= result["f1"] <= 1
+    assert result["n_examples"] == 16
+    assert result["f1"] > 0.5  # the student learned too (tagging everything "O" scores 0)
 
     # The same metrics through ONNX Runtime.
     assert main(["export", f"--model={student}", f"--output={tmp_path / 'onnx'}"]) == 0

@@ -9,6 +9,7 @@ import pytest
 from tinybert.data import (
     Example,
     encode_examples,
+    encode_texts,
     get_task,
     load_tokenizer,
     read_examples,
@@ -132,6 +133,94 @@ def test_bad_max_seq_length_and_label():
         encode_examples(tok, [ex("a", "b")], get_task("sst2"), 4)
     with pytest.raises(UserError, match="test:1: unknown label '7'"):
         encode_examples(tok, [ex("a", label="7")], get_task("sst2"), 8)
+
+
+# --------------------------------------------------------------------------- transformers parity
+
+# Added to a copy of the tiny vocab so that accents, case and CJK characters can match a token
+# (rather than all becoming [UNK]): uncased, "Café" normalises to "cafe"; cased, it stays.
+EXTRA_TOKENS = ["cafe", "café", "Café", "naive", "école", "Hello", "The", "中", "文", "##é"]
+LONG = "the cat sat on the mat and the dog ran away " * 6
+TRICKY_TEXTS = [
+    "The cat sat",
+    "PLAYING Playing playing player",  # case; word pieces
+    "Café naïve ÉCOLE école cafe\u0301",  # accents, precomposed and combining
+    "unhappy!!?'\"",  # punctuation after word pieces
+    "hello,world...(yes)--no",  # punctuation without spaces
+    "中文 cat中dog 北京",  # CJK characters split apart, known and unknown
+    "zzzqqq xylophone dogcatcher hellos",  # unknown words, partly known ones
+    "a [MASK] cat [SEP] [CLS] [PAD] [UNK]",  # special tokens written in the text
+    "[mask] [Mask] [ MASK ] x[MASK]y",  # near misses, and one glued to words
+    "  the\tcat\n\nsat\u00a0on \u200b mat \u3000 end\r\n",  # tabs, NBSP, zero-width, U+3000
+    "",
+    "   ",
+    "\x00ab\ufffdc\x07 cat",  # control characters and U+FFFD
+    "emoji 😀 cat Ｈｅｌｌｏ",  # a symbol outside the BMP; full-width letters
+    LONG,  # a single sentence truncated too
+]
+TRICKY_PAIRS = [
+    (LONG, "short pair"),  # longest_first: only the long one loses tokens
+    ("a", LONG),
+    (LONG, LONG[: len(LONG) // 2]),  # both long
+    ("中文" * 10, "hello [MASK] world " * 4),
+    ("", "the cat"),
+    ("[SEP]", "[CLS] The cat"),
+    ("Café!", "  \t "),
+]
+
+
+@pytest.fixture(
+    params=[(True, False), (True, True), (False, False), (False, True)],
+    ids=["uncased", "uncased-extra", "cased", "cased-extra"],
+)
+def vocab_dir(request, tmp_path) -> Path:
+    """The tiny fixture vocab (plus EXTRA_TOKENS for the -extra cases) with do_lower_case set."""
+    lower, extra = request.param
+    directory = tmp_path / "vocab"
+    directory.mkdir()
+    words = VOCAB + (EXTRA_TOKENS if extra else [])
+    (directory / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+    (directory / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": lower}))
+    return directory
+
+
+def test_tokenization_matches_transformers_on_tricky_inputs(vocab_dir, tmp_path):
+    """Our tokenizer (built from vocab.txt, and read from the tokenizer.json transformers saves)
+    gives BertTokenizerFast's input ids and type ids, truncation included. Needs no ../shared."""
+    import transformers
+
+    lower = json.loads((vocab_dir / "tokenizer_config.json").read_text())["do_lower_case"]
+    hf = transformers.BertTokenizerFast.from_pretrained(
+        str(vocab_dir), do_lower_case=lower, local_files_only=True
+    )
+    assert hf.do_lower_case is lower
+    hf.save_pretrained(tmp_path / "hf")
+    json_only = tmp_path / "json_only"  # no vocab.txt to fall back on
+    json_only.mkdir()
+    shutil.copyfile(tmp_path / "hf" / "tokenizer.json", json_only / "tokenizer.json")
+
+    inputs = [*TRICKY_TEXTS, *TRICKY_PAIRS]
+    for source in (vocab_dir, json_only):
+        tok = load_tokenizer(source)
+        for max_len in (7, 16, 128):
+            got = encode_texts(tok, inputs, max_len)
+            for i, text in enumerate(inputs):
+                pair = text if isinstance(text, tuple) else (text,)
+                want = hf(*pair, truncation="longest_first", max_length=max_len)
+                where = (source.name, max_len, text)
+                assert got[i]["input_ids"] == want["input_ids"], where
+                assert got[i]["token_type_ids"] == want["token_type_ids"], where
+                assert got.lengths[i] == len(want["input_ids"]), where
+        # encode_examples splits Examples into the same segments
+        examples = [ex(*t) if isinstance(t, tuple) else ex(t) for t in inputs]
+        data = encode_examples(tok, examples, get_task("sst2"), max_seq_length=16)
+        assert [data[i]["input_ids"] for i in range(len(inputs))] == [
+            hf(*(t if isinstance(t, tuple) else (t,)), truncation=True, max_length=16)["input_ids"]
+            for t in inputs
+        ]
+    if lower:
+        assert hf("Café")["input_ids"] == hf("cafe")["input_ids"]  # accents were stripped
+    assert hf("[MASK]")["input_ids"] == ids("[CLS]", "[MASK]", "[SEP]")
 
 
 # --------------------------------------------------------------------------- real model

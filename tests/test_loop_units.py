@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -72,14 +70,14 @@ def test_rotation_keeps_newest_complete_checkpoints(tmp_path):
     assert [p.name for p in ckpt.step_checkpoints(tmp_path)] == ["checkpoint-15", "checkpoint-20"]
 
 
-def test_fp16_on_cpu_is_a_clear_error():
+def test_fp16_on_cpu_is_a_clear_error(tmp_path):
     from tinybert.errors import UserError
     from tinybert.train.loop import RunContext, TrainData, Trainer
 
     with pytest.raises(UserError, match="fp16 needs a CUDA GPU"):
         Trainer(
             TrainConfig(precision="fp16"),
-            RunContext(Path("."), torch.device("cpu"), save_model=lambda m, d: None),
+            RunContext(tmp_path, torch.device("cpu"), save_model=lambda m, d: None),
             "stage",
             model=torch.nn.Linear(2, 2),
             loss_fn=lambda b: None,

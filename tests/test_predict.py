@@ -228,3 +228,13 @@ def test_labels_default_to_label_i(tmp_path, capsys):
     save_model(BertForSequenceClassification(BertConfig(vocab_size=n_vocab, **TINY)), d, d)
     code, rows, _ = run([str(_write(tmp_path / "x.txt", "good\n")), f"--model={d}"], capsys)
     assert code == 0 and list(rows[0]["probs"]) == ["LABEL_0", "LABEL_1"]
+
+
+def test_progress_bar_for_a_file_without_final_newline(model, tmp_path):
+    """One line and no final newline: the bar's total is 0, which makes it falsy; `bar and
+    bar.update` once handed the bar itself to the inference loop as its progress callback."""
+    model_dir, _ = model
+    path = _write(tmp_path / "in.txt", "good film")
+    out = tmp_path / "o.jsonl"
+    stats = predict_file(Predictor(model_dir), str(path), str(out), show_progress=True)
+    assert stats.inputs == 1 and json.loads(out.read_text())["line"] == 1

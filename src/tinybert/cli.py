@@ -20,22 +20,25 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tinybert.config import RunConfig, dump_yaml, load_run_config
 from tinybert.errors import UserError
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
-def config_keys(defaults: object | None = None, prefix: str = "") -> list[str]:
+
+def config_keys(defaults: DataclassInstance | None = None, prefix: str = "") -> list[str]:
     """Every dotted config key with its default, for --help. Sections take their defaults from
     the enclosing object (e.g. `general.*` differs from `finetune.*`)."""
     defaults = RunConfig() if defaults is None else defaults
     lines = []
     for f in dataclasses.fields(defaults):
         value = getattr(defaults, f.name)
-        if dataclasses.is_dataclass(value):
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
             lines += config_keys(value, prefix + f.name + ".")
         else:
             lines.append(f"  {prefix + f.name} = {value!r}")
@@ -133,7 +136,7 @@ def _add_backend_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_export(sub, epilog: str) -> None:
+def _add_export(sub: argparse._SubParsersAction, epilog: str) -> None:
     text = (
         "export a saved model to ONNX (opset >= 17, dynamic batch and sequence axes) with its "
         "config and tokenizer; checks the export against PyTorch (max logit difference <= 1e-4)"
@@ -168,7 +171,7 @@ def _add_export(sub, epilog: str) -> None:
     )
 
 
-def _add_predict(sub) -> None:
+def _add_predict(sub: argparse._SubParsersAction) -> None:
     text = "label sentences or sentence pairs from a file or stdin; writes JSONL in input order"
     more = (
         "input formats (--format, default from the extension; stdin: text):\n"
@@ -210,12 +213,18 @@ def _add_predict(sub) -> None:
         action="store_true",
         help="report a bad line on stderr, write an error record for it and go on",
     )
+    p.add_argument(
+        "--allow-smaller-vocab",
+        action="store_true",
+        help="accept a vocab.txt with fewer tokens than the model's embedding table (refused "
+        "by default: a truncated vocabulary turns words into [UNK])",
+    )
     p.add_argument("--device", default="cpu", help="torch backend: cpu, cuda, cuda:1 ...")
     p.add_argument("--threads", type=int, help="CPU threads (default: the library's choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _add_prepare_corpus(sub) -> None:
+def _add_prepare_corpus(sub: argparse._SubParsersAction) -> None:
     text = (
         "tokenise raw text (plain, WikiExtractor; .gz/.bz2) into packed, memory-mapped "
         "sequences for general-distill"
@@ -235,9 +244,10 @@ def _add_prepare_corpus(sub) -> None:
     )
 
 
-def _prepare_corpus(args) -> None:
+def _prepare_corpus(args: argparse.Namespace) -> None:
     from tinybert.data.corpus import PackingOptions, convert_tfrecord, prepare_corpus
 
+    check_output_dir(Path(args.output), "--output")
     options = PackingOptions(
         max_seq_length=args.max_seq_length,
         short_seq_prob=args.short_seq_prob,
@@ -254,6 +264,12 @@ def _prepare_corpus(args) -> None:
         f"({stats.bytes_read / 1e6:.1f} MB in {stats.seconds:.1f} s, {rate:.2f} MB/s) -> "
         f"{args.output}"
     )
+    for name, bad in stats.undecodable.items():
+        print(
+            f"  {name}: skipped {bad['lines']} lines ({bad['bytes']} bytes) that are not UTF-8, "
+            f"the first at line {bad['first_line']} (counted in meta.json; save the file as "
+            "UTF-8 to keep them)"
+        )
 
 
 def check_device(name: str, what: str) -> None:
@@ -266,18 +282,13 @@ def check_device(name: str, what: str) -> None:
         raise UserError(f"{what}: {e}") from None
 
 
-def _save_config(cfg: RunConfig, sub: str) -> None:
-    if os.environ.get("RANK", "0") != "0":  # under torchrun only the main process writes
-        return
-    root = Path(cfg.output_dir)
-    if root.exists() and not root.is_dir():
-        raise UserError(f"output_dir {root} is a file; give a folder")
-    out = root / sub
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
+def _check_output_dir(cfg: RunConfig) -> None:
+    """output_dir must be a folder. Each stage writes its <stage>/config.yaml itself, once it
+    trains: not when it is skipped as finished, nor when its resume is refused."""
+    check_output_dir(Path(cfg.output_dir), "output_dir")
 
 
-def _export(args) -> None:
+def _export(args: argparse.Namespace) -> None:
     from tinybert.export.onnx import export_model
 
     splits = task = None
@@ -308,7 +319,7 @@ def _export(args) -> None:
     print("\n".join(result.summary()))
 
 
-def _predict(args) -> None:
+def _predict(args: argparse.Namespace) -> None:
     from tinybert.predict import PredictOptions, Predictor, predict_file
 
     if args.batch_size < 1:
@@ -319,7 +330,13 @@ def _predict(args) -> None:
         check_output_file(Path(args.output), "--output", (args.input,))
     check_device(args.device, "--device")
     predictor = Predictor(
-        args.model, args.backend, args.precision, args.onnx, args.device, args.threads
+        args.model,
+        args.backend,
+        args.precision,
+        args.onnx,
+        args.device,
+        args.threads,
+        allow_smaller_vocab=args.allow_smaller_vocab,
     )
     options = PredictOptions(args.batch_size, args.max_seq_length, args.skip_bad)
     progress = False if args.no_progress else None
@@ -331,18 +348,37 @@ def _predict(args) -> None:
         )
 
 
-def _evaluate(args, cfg: RunConfig) -> None:
+def _evaluate(args: argparse.Namespace, cfg: RunConfig) -> None:
     from tinybert.evaluate import default_output, run_evaluate
 
     if not args.model and not args.onnx:
         raise UserError("evaluate needs --model DIR (a saved model or an export folder)")
+    if args.model and not Path(args.model).is_dir():
+        raise UserError(f"--model {args.model}: no such model folder")
     model_dir = args.model or str(Path(args.onnx).parent)
     output = Path(args.output) if args.output else default_output(model_dir)
     check_output_file(output, "--output")
     results = run_evaluate(cfg, model_dir, args.backend, args.precision, args.onnx)
+    if results.get("skipped_rows"):
+        print(
+            f"skipped {results['skipped_rows']} malformed dev rows (task.on_bad_row=skip); "
+            "the metrics leave them out",
+            file=sys.stderr,
+        )
     text = json.dumps(results, indent=2)
     print(text)  # stdout is the JSON alone: notices go to stderr or into the JSON
     output.write_text(text + "\n", encoding="utf-8")
+
+
+def check_output_dir(path: Path, what: str) -> None:
+    """An output folder (made if missing) must not be a file, nor lie under one."""
+    for existing in (path, *path.parents):
+        if not existing.exists():
+            continue
+        if not existing.is_dir():
+            where = "" if existing == path else f" lies under {existing}, which"
+            raise UserError(f"{what} {path}{where} is a file; give a folder")
+        return
 
 
 def check_output_file(path: Path, what: str, inputs: tuple[str, ...] = ()) -> None:
@@ -360,8 +396,20 @@ def check_output_file(path: Path, what: str, inputs: tuple[str, ...] = ()) -> No
             raise UserError(f"{what} {path} is the input file; write the output elsewhere")
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; overrides may come before, between and after options (argparse alone
+    takes a list of positionals only once: `evaluate a=1 --model DIR b=2` would refuse b=2)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and (not hasattr(args, "overrides") or any(a.startswith("-") for a in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def run(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     if args.command == "prepare-corpus":
         _prepare_corpus(args)
         return 0
@@ -378,19 +426,19 @@ def run(argv: list[str] | None = None) -> int:
     elif args.command == "general-distill":
         from tinybert.recipes.general_distill import run_general_distill
 
-        _save_config(cfg, "general")
+        _check_output_dir(cfg)
         result = run_general_distill(cfg)
         print(f"general distillation: {result.steps} steps -> {result.final_dir}")
     elif args.command == "finetune":
         from tinybert.recipes.finetune import run_finetune
 
-        _save_config(cfg, "teacher")
+        _check_output_dir(cfg)
         result = run_finetune(cfg)
         print(f"teacher: best {result.best_metric} at step {result.best_step} -> {result.best_dir}")
     elif args.command == "task-distill":
         from tinybert.recipes.task_distill import run_task_distill
 
-        _save_config(cfg, "student")
+        _check_output_dir(cfg)
         for phase, result in run_task_distill(cfg).items():
             best = (
                 f", best {result.best_metric} at step {result.best_step}" if result.best_dir else ""
@@ -401,6 +449,7 @@ def run(argv: list[str] | None = None) -> int:
     elif args.command == "init-model":
         from tinybert.recipes.init_model import run_init_model
 
+        check_output_dir(Path(args.output), "--output")
         out = run_init_model(cfg, args.vocab, args.output, lowercase=not args.cased)
         s = cfg.student
         print(
@@ -415,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         return run(argv)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", 2)  # Interrupted: 128 + the signal (130, 143)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -21,6 +21,7 @@ import numbers
 import re
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -98,7 +99,8 @@ class _Checked:
     then `_check_together` (constraints across fields)."""
 
     def __post_init__(self) -> None:
-        for name, hint in _field_hints(type(self)).items():
+        cls: type = type(self)  # as plain `type`: mypy wrongly finds type[_Checked] unhashable
+        for name, hint in _field_hints(cls).items():
             problem = _problem(getattr(self, name), hint)
             if problem:
                 raise ConfigValueError(type(self).__name__, (name,), problem)
@@ -289,7 +291,7 @@ class RunConfig(_Checked):
 # Loading: YAML files (with includes) -> one nested dict -> checked dataclasses.
 
 
-def load_run_config(paths: list[str | Path], overrides: list[str] = ()) -> RunConfig:
+def load_run_config(paths: Sequence[str | Path], overrides: Sequence[str] = ()) -> RunConfig:
     """Merge YAML files in order, apply `a.b=value` overrides, and validate into a RunConfig."""
     merged: dict[str, Any] = {}
     origin: dict[str, str] = {}  # dotted key -> where its value came from, for error messages
@@ -327,9 +329,9 @@ def _read_with_includes(path: Path, seen: tuple[Path, ...]) -> list[tuple[Path, 
     except DuplicateKeyError as exc:
         raise UserError(f"{path}:{exc.line}: {exc.problem}") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        if mark is not None:
-            raise UserError(f"{path}:{mark.line + 1}: not valid YAML: {exc.problem}") from None
+        if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+            line = exc.problem_mark.line + 1
+            raise UserError(f"{path}:{line}: not valid YAML: {exc.problem}") from None
         raise UserError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
         raise UserError(
@@ -423,7 +425,7 @@ def build(cls: type, data: Any, prefix: str, origin: dict[str, str]) -> Any:
     for name, value in data.items():
         key = prefix + name
         hint = hints[name]
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             kwargs[name] = build(hint, value, key + ".", origin)
         else:
             kwargs[name] = _check(value, hint, key, _where(origin, key))

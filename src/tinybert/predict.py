@@ -25,7 +25,7 @@ import csv
 import json
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO, TextIO
@@ -42,6 +42,7 @@ from tinybert.data import (
     load_tokenizer,
     tokenizer_info,
 )
+from tinybert.data.task_data import check_vocab
 from tinybert.errors import UserError
 from tinybert.export.backend import check_precision, resolve_backend
 from tinybert.export.runtime import OnnxLogits, find_onnx
@@ -159,7 +160,9 @@ def _fields_problem(fields: list[str], header: list[str] | None) -> str | None:
     return None
 
 
-def _fields_record(lineno: int, fields: list[str], columns: tuple[int, int | None] | None):
+def _fields_record(
+    lineno: int, fields: list[str], columns: tuple[int, int | None] | None
+) -> Record:
     a, b = columns if columns is not None else (0, 1 if len(fields) == 2 else None)
     texts = [fields[a]] + ([fields[b]] if b is not None else [])
     for i, t in enumerate(texts):
@@ -207,7 +210,7 @@ def _csv_records(stream: BinaryIO, where: str) -> Iterator[Record]:
     reader = csv.reader(text_lines())
     header = next(reader, None)
     columns = _columns([c.strip() for c in header]) if header else None
-    if columns is None:
+    if header is None or columns is None:
         raise UserError(
             f"{where}:1: a CSV input needs a header row naming its text column "
             f"({', '.join(TEXT_COLUMNS[:3])}, ...); got {header!r}"
@@ -242,6 +245,8 @@ class Predictor:
     JSON layout).
 
     model_dir: a model directory (config.json, weights, tokenizer) or an export folder.
+    allow_smaller_vocab: accept a tokenizer with fewer tokens than the model's embedding rows
+    (else refused: a truncated or wrong vocab.txt silently turns words into [UNK]).
     """
 
     def __init__(
@@ -252,6 +257,7 @@ class Predictor:
         onnx_file: str | None = None,
         device: str = "cpu",
         threads: int | None = None,
+        allow_smaller_vocab: bool = False,
     ):
         self.model_dir = Path(model_dir)
         self.backend = resolve_backend(model_dir, backend, onnx_file)
@@ -259,7 +265,14 @@ class Predictor:
         self.config = load_config(model_dir)
         self.token = saved_head(model_dir) == "token"
         self.tokenizer = load_tokenizer(model_dir)
-        self.pad_id = tokenizer_info(self.tokenizer)[1]
+        n_vocab, self.pad_id = tokenizer_info(self.tokenizer)
+        check_vocab(
+            n_vocab,
+            self.config.vocab_size,
+            model_dir,
+            allow_smaller_vocab,
+            allow_with="--allow-smaller-vocab",
+        )
         self.regression = self.config.num_labels == 1
         self.labels = self.config.id2label or tuple(
             f"LABEL_{i}" for i in range(self.config.num_labels)
@@ -297,20 +310,23 @@ class Predictor:
         texts: list[str | tuple[str, str]],
         batch_size: int,
         max_seq_length: int,
-        progress=None,
+        progress: Callable[[int], object] | None = None,
     ) -> torch.Tensor:
         """(N, C) float32 logits of `texts`, in their order (batched shortest first inside)."""
         if not texts:
             return torch.empty(0, self.config.num_labels)
         data = encode_texts(self.tokenizer, texts, max_seq_length)
-        return predict_logits(self.fn, data, batch_size, pad_id=self.pad_id, progress=progress)
+        logits = predict_logits(self.fn, data, batch_size, pad_id=self.pad_id, progress=progress)
+        if not isinstance(logits, torch.Tensor):  # a token model's per-text rows
+            raise UserError("logits() is for sequence models; use entities() for a token model")
+        return logits
 
     def predict(
         self,
         texts: list[str | tuple[str, str]],
         batch_size: int,
         max_seq_length: int,
-        progress=None,
+        progress: Callable[[int], object] | None = None,
     ) -> list[dict]:
         """One output object per text, in order (see `outputs` and `entities`)."""
         if self.token:
@@ -322,18 +338,19 @@ class Predictor:
         texts: list[str | tuple[str, str]],
         batch_size: int,
         max_seq_length: int,
-        progress=None,
+        progress: Callable[[int], object] | None = None,
     ) -> list[dict]:
         """Token models: {"text", "label": {type: {entity: [[start, end]]}}} per text, CLUENER's
         layout (character offsets, end inclusive). Tags are BIOS/BIO names from id2label."""
-        if any(not isinstance(t, str) for t in texts):
+        sentences = [t for t in texts if isinstance(t, str)]
+        if len(sentences) != len(texts):
             raise UserError("a token-classification model labels single sentences, not pairs")
         spec = TaskSpec("predict", tuple(self.labels), False, (), "", "", {}, kind="token")
-        examples = [Example(t, None, None, "", spans=()) for t in texts]
+        examples = [Example(t, None, None, "", spans=()) for t in sentences]
         data = encode_examples(self.tokenizer, examples, spec, max_seq_length)
         logits = predict_logits(self.fn, data, batch_size, pad_id=self.pad_id, progress=progress)
         out = []
-        for i, text in enumerate(texts):
+        for i, text in enumerate(sentences):
             label: dict[str, dict[str, list]] = {}
             for kind, start, end in sorted(predicted_entities(spec, data, i, logits[i]), key=_at):
                 label.setdefault(kind, {}).setdefault(text[start : end + 1], []).append(
@@ -429,10 +446,11 @@ def _predict_chunk(
             tqdm.write(f"skipped {message}", file=sys.stderr)
             stats.bad += 1
     good = [r for r in chunk if r.error is None]
-    texts = [r.text for r in good]
-    results = iter(
-        predictor.predict(texts, options.batch_size, options.max_seq_length, bar and bar.update)
-    )
+    texts = [r.text for r in good if r.text is not None]  # (a record without error has a text)
+    assert options.max_seq_length is not None  # predict_records resolved it
+    # Not `bar and bar.update`: a bar with total=0 is falsy, and the bar itself is not callable.
+    update = None if bar is None else bar.update
+    results = iter(predictor.predict(texts, options.batch_size, options.max_seq_length, update))
     for r in chunk:
         body = {"error": r.error} if r.error is not None else next(results)
         out.write(json.dumps({"line": r.line, **body}, ensure_ascii=False) + "\n")
@@ -457,12 +475,13 @@ def predict_file(
     is a terminal; stdin never has one.
     """
     fmt = detect_format(input_path, fmt)
-    from_stdin = input_path in (None, "-")
+    path = None if input_path is None or input_path == "-" else Path(input_path)
+    from_stdin = path is None
     where = "<stdin>" if from_stdin else str(input_path)
-    stream = sys.stdin.buffer if from_stdin else _open_text_file(Path(input_path))
+    stream = sys.stdin.buffer if path is None else _open_text_file(path)
     bar = None
-    if not from_stdin and show_progress is not False:
-        total = _count_lines(Path(input_path))
+    if path is not None and show_progress is not False:
+        total = _count_lines(path)
         bar = tqdm(total=total, unit=" lines", disable=None if show_progress is None else False)
     try:
         records = read_records(stream, fmt, where)

@@ -57,7 +57,7 @@ def collate(items: list[dict], pad_id: int = 0) -> dict[str, Tensor]:
 
 
 def batch_order(
-    lengths: Sequence[int],
+    lengths: Sequence[int] | np.ndarray,
     batch_size: int,
     shuffle: bool,
     seed: int,

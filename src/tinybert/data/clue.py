@@ -98,7 +98,7 @@ def check_tnews_labels(path: Path) -> None:
     listed = []
     for lineno, line in physical_lines(path):
         try:
-            obj = json.loads(line) if isinstance(line, str) else None
+            obj = json.loads(line) if isinstance(line, str) else {}  # not UTF-8: KeyError
             listed.append((str(obj["label"]), obj["label_desc"]))
         except (json.JSONDecodeError, TypeError, KeyError):
             raise UserError(
@@ -153,8 +153,7 @@ def _spans(
 
 
 def _span(kind: str, entity: str, pos: object, text: str, source: str) -> tuple[str, int, int]:
-    ok = isinstance(pos, list) and len(pos) == 2 and all(isinstance(p, int) for p in pos)
-    if not ok:
+    if not (isinstance(pos, list) and len(pos) == 2 and all(isinstance(p, int) for p in pos)):
         raise RowError(f"{source}: {kind} {entity!r}: position must be [start, end], got {pos!r}")
     start, end = pos
     if not 0 <= start <= end < len(text):

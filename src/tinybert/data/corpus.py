@@ -5,7 +5,11 @@
     batch = data.collate(list(range(32)))  # input_ids, attention_mask, token_type_ids (B, T)
 
 Input: plain text or WikiExtractor output (one paragraph a line, a blank line between
-documents, `<doc ...>` / `</doc>` lines tolerated), optionally .gz or .bz2.
+documents, `<doc ...>` / `</doc>` lines tolerated), optionally .gz or .bz2, in UTF-8. A file
+with a NUL byte in its first 8 KiB is binary (or UTF-16) and refused before anything is
+written, naming the file. A line that is not valid UTF-8 (e.g. latin-1 accents) is skipped, not
+turned into U+FFFD garbage: the skipped lines and bytes are counted per file, with the first
+such line, in `CorpusStats.undecodable`, in meta.json and in the command's summary.
 
 Packing follows BERT's pretraining data (create_pretraining_data.py), minus the masking and
 next-sentence labels GD does not use: the paragraphs of one document are gathered until they
@@ -34,13 +38,15 @@ import json
 import random
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
+from numpy.typing import DTypeLike
 from tokenizers import Tokenizer
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -51,6 +57,7 @@ from tinybert.errors import UserError
 META_FILE = "meta.json"
 FORMAT_VERSION = 1
 _BLOCK_BYTES = 2 << 20  # text per tokenizer call: big enough for the thread pool, bounded memory
+_SNIFF_BYTES = 8192  # a NUL byte this early means a binary (or UTF-16) file, not text
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,8 @@ class CorpusStats:
     bytes_read: int = 0
     seconds: float = 0.0
     shards: list[dict] = field(default_factory=list)
+    # file -> {"lines", "bytes", "first_line"}: lines skipped as not UTF-8 (or holding NULs)
+    undecodable: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def vocab_hash(tok: Tokenizer) -> str:
@@ -105,22 +114,58 @@ def expand_inputs(patterns: Iterable[str]) -> list[Path]:
     return files
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    opener = {".gz": gzip.open, ".bz2": bz2.open}.get(path.suffix, open)
-    return opener(path, "rt", encoding="utf-8", errors="replace")
+def _open_bytes(path: Path) -> io.BufferedIOBase:
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")
+    if path.suffix == ".bz2":
+        return bz2.open(path, "rb")
+    return open(path, "rb")  # noqa: SIM115 (the caller closes it)
 
 
-def read_documents(path: Path) -> Iterator[tuple[list[str], int]]:
-    """Yield (paragraphs, bytes of text read) per document of one file.
+def check_text_file(path: Path) -> None:
+    """Refuse a binary file: a NUL byte in its first block (of the decompressed text)."""
+    try:
+        with _open_bytes(path) as f:
+            head = f.read(_SNIFF_BYTES)
+    except (OSError, EOFError) as e:  # truncated .gz/.bz2, unreadable file
+        raise UserError(f"{path}: cannot read it as text ({e})") from None
+    at = head.find(b"\0")
+    if at >= 0:
+        utf16 = head.startswith((b"\xff\xfe", b"\xfe\xff"))
+        raise UserError(
+            f"{path}: not a text file (a NUL byte at byte {at}"
+            f"{', UTF-16 text' if utf16 else ''}); prepare-corpus reads UTF-8 text, plain, "
+            ".gz or .bz2" + ("; save it as UTF-8" if utf16 else "")
+        )
 
-    A blank line or a `<doc>` / `</doc>` line ends a document; other lines are paragraphs.
+
+def read_documents(
+    path: Path, undecodable: dict[str, dict[str, int]] | None = None
+) -> Iterator[tuple[list[str], int]]:
+    """Yield (paragraphs, bytes read) per document of one UTF-8 file.
+
+    A blank line or a `<doc>` / `</doc>` line ends a document; other lines are paragraphs. A
+    line that is not valid UTF-8, or holds a NUL byte, is skipped; when there were any,
+    `undecodable[str(path)]` gets {"lines", "bytes", "first_line"} once the file is read.
     """
     paragraphs: list[str] = []
     size = 0
+    bad = {"lines": 0, "bytes": 0, "first_line": 0}
     try:
-        with _open_text(path) as f:
-            for line in f:
-                size += len(line)
+        with _open_bytes(path) as f:
+            for lineno, raw in enumerate(f, start=1):
+                size += len(raw)
+                try:
+                    if b"\0" in raw:
+                        raise ValueError("NUL byte")
+                    line = raw.decode("utf-8")
+                except ValueError:  # UnicodeDecodeError too
+                    bad["lines"] += 1
+                    bad["bytes"] += len(raw)
+                    bad["first_line"] = bad["first_line"] or lineno
+                    continue
+                if lineno == 1:
+                    line = line.removeprefix("\ufeff")  # a UTF-8 byte-order mark
                 text = line.strip()
                 if text and not (text.startswith("<doc") or text == "</doc>"):
                     paragraphs.append(text)
@@ -129,16 +174,20 @@ def read_documents(path: Path) -> Iterator[tuple[list[str], int]]:
                     paragraphs, size = [], 0
     except (OSError, EOFError) as e:  # truncated .gz/.bz2, unreadable file
         raise UserError(f"{path}: cannot read it as text ({e})") from None
+    if bad["lines"] and undecodable is not None:
+        undecodable[str(path)] = bad
     if paragraphs:
         yield paragraphs, size
 
 
-def _blocks(files: list[Path]) -> Iterator[tuple[list[list[str]], int]]:
+def _blocks(
+    files: list[Path], undecodable: dict[str, dict[str, int]] | None = None
+) -> Iterator[tuple[list[list[str]], int]]:
     """Groups of whole documents of about _BLOCK_BYTES, with their byte count."""
     docs: list[list[str]] = []
     size = 0
     for path in files:
-        for paragraphs, n in read_documents(path):
+        for paragraphs, n in read_documents(path, undecodable):
             docs.append(paragraphs)
             size += n
             if size >= _BLOCK_BYTES:
@@ -206,11 +255,12 @@ def _split(chunk: list[list[int]], rng: random.Random) -> tuple[list[int], list[
 class ShardWriter:
     """Appends packed rows to ids-NNNNN.bin / seg-NNNNN.bin, a new pair every `shard_rows`."""
 
-    def __init__(self, out_dir: Path, max_seq_length: int, dtype: np.dtype, shard_rows: int):
+    def __init__(self, out_dir: Path, max_seq_length: int, dtype: DTypeLike, shard_rows: int):
         self.out_dir, self.length, self.dtype = out_dir, max_seq_length, np.dtype(dtype)
         self.shard_rows = shard_rows
         self.shards: list[dict] = []
-        self._ids = self._seg = None
+        self._ids: BinaryIO | None = None
+        self._seg: BinaryIO | None = None
         self._rows = 0
 
     def write(self, ids: np.ndarray, seg: np.ndarray) -> None:
@@ -219,6 +269,7 @@ class ShardWriter:
         while start < len(ids):
             if self._ids is None or self._rows == self.shard_rows:
                 self._open()
+            assert self._ids is not None and self._seg is not None  # _open() made them
             take = min(len(ids) - start, self.shard_rows - self._rows)
             self._ids.write(ids[start : start + take].tobytes())
             self._seg.write(seg[start : start + take].tobytes())
@@ -229,10 +280,10 @@ class ShardWriter:
     def _open(self) -> None:
         self.close()
         n = len(self.shards)
-        names = {"ids": f"ids-{n:05d}.bin", "seg": f"seg-{n:05d}.bin", "rows": 0}
-        self.shards.append(names)
-        self._ids = open(self.out_dir / names["ids"], "wb")  # noqa: SIM115 (closed in close())
-        self._seg = open(self.out_dir / names["seg"], "wb")  # noqa: SIM115
+        ids_name, seg_name = f"ids-{n:05d}.bin", f"seg-{n:05d}.bin"
+        self.shards.append({"ids": ids_name, "seg": seg_name, "rows": 0})
+        self._ids = open(self.out_dir / ids_name, "wb")  # noqa: SIM115 (closed in close())
+        self._seg = open(self.out_dir / seg_name, "wb")  # noqa: SIM115
         self._rows = 0
 
     def close(self) -> None:
@@ -242,9 +293,20 @@ class ShardWriter:
         self._ids = self._seg = None
 
 
+def _token_id(tok: Tokenizer, token: str) -> int:
+    """The id of a special token (load_tokenizer has checked that BERT's are there)."""
+    token_id = tok.token_to_id(token)
+    if token_id is None:
+        raise UserError(f"the tokenizer has no {token} token")
+    return token_id
+
+
 def _rows(
-    pairs: list[tuple[list[int], list[int]]], specials: tuple[int, int, int], length: int, dtype
-):
+    pairs: list[tuple[list[int], list[int]]],
+    specials: tuple[int, int, int],
+    length: int,
+    dtype: DTypeLike,
+) -> tuple[np.ndarray, np.ndarray]:
     """(A, B) pairs -> padded ids (N, L) and (real length, len of [CLS] A [SEP]) (N, 2)."""
     cls_id, sep_id, pad_id = specials
     ids = np.full((len(pairs), length), pad_id, dtype=dtype)
@@ -263,11 +325,17 @@ def prepare_corpus(
     options: PackingOptions = PackingOptions(),
     progress: bool = True,
 ) -> CorpusStats:
-    """Tokenise and pack text files into `out_dir` (see the module docstring for the layout)."""
+    """Tokenise and pack text files into `out_dir` (see the module docstring for the layout).
+
+    Binary inputs are refused before anything is written; lines that are not UTF-8 are skipped
+    and counted per file (`CorpusStats.undecodable`, meta.json's "undecodable").
+    """
     options.check()
     files = expand_inputs(inputs)
+    for path in files:
+        check_text_file(path)
     tok = load_tokenizer(tokenizer_dir)
-    specials = tuple(tok.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]"))
+    specials = (_token_id(tok, "[CLS]"), _token_id(tok, "[SEP]"), _token_id(tok, "[PAD]"))
     n_vocab = tok.get_vocab_size(with_added_tokens=True)
     dtype = np.uint16 if n_vocab <= 65536 else np.int32
     out = Path(out_dir)
@@ -281,12 +349,12 @@ def prepare_corpus(
     start = time.perf_counter()
     # Tokenising block k+1 (Rust threads, GIL released) overlaps packing block k (Python).
     with ThreadPoolExecutor(max_workers=1) as pool:
-        blocks = _blocks(files)
+        blocks = _blocks(files, stats.undecodable)
         pending = _submit(pool, tok, next(blocks, None))
         while pending is not None:
             docs, size, future = pending
             pending = _submit(pool, tok, next(blocks, None))
-            pairs = []
+            pairs: list[tuple[list[int], list[int]]] = []
             for paragraphs in _regroup(docs, future.result(), options.min_paragraph_tokens):
                 pairs += pack_document(
                     paragraphs, rng, options.max_seq_length, options.short_seq_prob
@@ -308,7 +376,9 @@ def prepare_corpus(
     return stats
 
 
-def _submit(pool: ThreadPoolExecutor, tok: Tokenizer, block):
+def _submit(
+    pool: ThreadPoolExecutor, tok: Tokenizer, block: tuple[list[list[str]], int] | None
+) -> tuple[list[list[str]], int, Future[list[list[int]]]] | None:
     if block is None:
         return None
     docs, size = block
@@ -330,7 +400,14 @@ def _regroup(docs: list[list[str]], ids: list[list[int]], min_tokens: int) -> It
             yield paragraphs
 
 
-def _write_meta(out: Path, tok, dtype, options: PackingOptions, stats: CorpusStats, files) -> None:
+def _write_meta(
+    out: Path,
+    tok: Tokenizer,
+    dtype: DTypeLike,
+    options: PackingOptions,
+    stats: CorpusStats,
+    files: Iterable[str | Path],
+) -> None:
     meta = {
         "format": "tinybert-corpus",
         "version": FORMAT_VERSION,
@@ -347,6 +424,7 @@ def _write_meta(out: Path, tok, dtype, options: PackingOptions, stats: CorpusSta
         "bytes": stats.bytes_read,
         "shards": stats.shards,
         "sources": [str(f) for f in files],
+        "undecodable": stats.undecodable,  # file -> lines, bytes, first_line skipped (not UTF-8)
     }
     tmp = out / (META_FILE + ".tmp")
     tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
@@ -384,7 +462,7 @@ class CorpusDataset:
         self._starts = np.cumsum([0] + [len(s) for s in self._seg])
         self.lengths = np.concatenate([s[:, 0] for s in self._seg]).astype(np.int64)
 
-    def _map(self, name: str, dtype: np.dtype, shape: tuple[int, int]) -> np.memmap:
+    def _map(self, name: str, dtype: DTypeLike, shape: tuple[int, int]) -> np.memmap:
         file = self.path / name
         want = int(np.prod(shape)) * np.dtype(dtype).itemsize
         if not file.is_file() or file.stat().st_size != want:
@@ -396,7 +474,7 @@ class CorpusDataset:
     def __len__(self) -> int:
         return len(self.lengths)
 
-    def rows(self, indices) -> tuple[np.ndarray, np.ndarray]:
+    def rows(self, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """ids (B, L) and seg (B, 2) for global row indices."""
         idx = np.asarray(indices, dtype=np.int64)
         shard = np.searchsorted(self._starts, idx, side="right") - 1
@@ -409,12 +487,14 @@ class CorpusDataset:
             seg[pick] = self._seg[s][local]
         return ids, seg
 
-    def collate(self, indices) -> dict[str, Tensor]:
+    def collate(self, indices: Sequence[int]) -> dict[str, Tensor]:
         ids, seg = self.rows(indices)
         return packed_batch(ids, seg[:, 0], seg[:, 1], self.pad_id)
 
 
-def packed_batch(ids: np.ndarray, lengths: np.ndarray, len_a: np.ndarray, pad_id: int):
+def packed_batch(
+    ids: np.ndarray, lengths: np.ndarray, len_a: np.ndarray, pad_id: int
+) -> dict[str, Tensor]:
     """Padded rows -> model inputs cut to the batch's longest row.
 
     ids (B, L); lengths, len_a (B,): real length and length of "[CLS] A [SEP]" per row.
@@ -431,7 +511,7 @@ def packed_batch(ids: np.ndarray, lengths: np.ndarray, len_a: np.ndarray, pad_id
     }
 
 
-def check_vocab(meta: dict, tok: Tokenizer, corpus: Path, tokenizer_dir) -> None:
+def check_vocab(meta: dict, tok: Tokenizer, corpus: Path, tokenizer_dir: str | Path) -> None:
     """The corpus must have been tokenised with the teacher's vocabulary."""
     if meta.get("vocab_hash") != vocab_hash(tok):
         raise UserError(
@@ -465,19 +545,19 @@ class TFRecordCorpus:
     def __len__(self) -> int:
         return len(self.lengths)
 
-    def collate(self, indices) -> dict[str, Tensor]:
+    def collate(self, indices: Sequence[int]) -> dict[str, Tensor]:
         idx = np.asarray(indices, dtype=np.int64)
         return packed_batch(self.ids[idx], self.lengths[idx], self.len_a[idx], self.pad_id)
 
 
-def open_corpus(path: str | Path, tokenizer_dir: str | Path):
+def open_corpus(path: str | Path, tokenizer_dir: str | Path) -> CorpusDataset | TFRecordCorpus:
     """A prepared corpus folder (meta.json) or a seed TFRecord folder (schema.json)."""
     from tinybert.data import tfrecord
 
     if tfrecord.is_tfrecord_dir(path):
         tok = load_tokenizer(tokenizer_dir)
         return TFRecordCorpus(
-            path, tok.get_vocab_size(with_added_tokens=True), tok.token_to_id("[PAD]")
+            path, tok.get_vocab_size(with_added_tokens=True), _token_id(tok, "[PAD]")
         )
     return CorpusDataset(path, tokenizer_dir)
 
@@ -493,6 +573,7 @@ def convert_tfrecord(
     """
     from tinybert.data import tfrecord
 
+    folders = list(folders)  # read twice: converted, then listed in meta.json
     tok = load_tokenizer(tokenizer_dir)
     n_vocab = tok.get_vocab_size(with_added_tokens=True)
     dtype = np.uint16 if n_vocab <= 65536 else np.int32
@@ -502,18 +583,19 @@ def convert_tfrecord(
     stats, writer, length = CorpusStats(), None, None
     start = time.perf_counter()
     for folder in folders:
-        data = TFRecordCorpus(folder, n_vocab, tok.token_to_id("[PAD]"))
+        data = TFRecordCorpus(folder, n_vocab, _token_id(tok, "[PAD]"))
         if length is None:
             length = data.ids.shape[1]
             writer = ShardWriter(out, length, dtype, options.shard_rows)
         elif data.ids.shape[1] != length:
             raise UserError(f"{folder}: sequences of {data.ids.shape[1]} tokens, not {length}")
         seg = np.stack([data.lengths, data.len_a], axis=1).astype(np.uint16)
+        assert writer is not None  # made with the first folder
         writer.write(data.ids.astype(dtype), seg)
         stats.sequences += len(data)
         stats.tokens += int(data.lengths.sum())
         stats.bytes_read += sum(f.stat().st_size for f in tfrecord.tfrecord_files(Path(folder)))
-    if writer is None:
+    if writer is None or length is None:  # (both are set by the first folder)
         raise UserError("prepare-corpus --tfrecord: no input folder given")
     writer.close()
     stats.seconds, stats.shards = time.perf_counter() - start, writer.shards

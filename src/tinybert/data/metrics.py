@@ -68,6 +68,8 @@ def matthews_corrcoef(preds: ArrayLike, labels: ArrayLike) -> float:
 def pearson(preds: ArrayLike, labels: ArrayLike) -> float:
     """Pearson correlation of two (N,) arrays; 0.0 if either is constant; NaN in, NaN out."""
     p, y = _pair(preds, labels)
+    if (p == p[0]).all() or (y == y[0]).all():  # tested as such: the mean of 0.4s is not 0.4
+        return 0.0
     dp = p.astype(np.float64) - p.mean(dtype=np.float64)
     dy = y.astype(np.float64) - y.mean(dtype=np.float64)
     denom = np.sqrt(np.sum(dp * dp) * np.sum(dy * dy))

@@ -47,11 +47,7 @@ class TaskData:
     def metric_key(self, name: str) -> str:
         """`name` as evaluate_splits names it: prefixed by the first dev split if there are
         several (MNLI selects on dev_matched)."""
-        if name not in self.task.metrics:
-            raise UserError(
-                f"task.metric={name!r}: task {self.task.name!r} is scored by "
-                f"{', '.join(self.task.metrics)}; choose one of those"
-            )
+        check_metric(self.task, name)
         return name if len(self.dev) == 1 else f"{next(iter(self.dev))}/{name}"
 
     def train_set(self) -> TaskDataset:
@@ -62,6 +58,16 @@ class TaskData:
 
 def task_spec(cfg: TaskConfig) -> TaskSpec:
     return get_task(cfg.name, labels=cfg.labels, regression=cfg.regression)
+
+
+def check_metric(task: TaskSpec, name: str | None) -> None:
+    """`task.metric` (None: the task's own) must be one of the metrics the task is scored by;
+    the recipes check it before any training, not at the first evaluation."""
+    if name is not None and name not in task.metrics:
+        raise UserError(
+            f"task.metric={name!r}: task {task.name!r} is scored by "
+            f"{', '.join(task.metrics)}; choose one of those"
+        )
 
 
 def load_task_data(
@@ -123,9 +129,14 @@ def _limit(data: TaskDataset, limit: int | None, sample: bool, seed: int) -> Tas
 
 
 def check_vocab(
-    n_vocab: int, vocab_size: int, tokenizer_dir: str | Path, allow_smaller: bool
+    n_vocab: int,
+    vocab_size: int,
+    tokenizer_dir: str | Path,
+    allow_smaller: bool,
+    allow_with: str = "task.allow_smaller_vocab=true",
 ) -> None:
-    """The tokenizer's size against the model's embedding rows (see load_task_data)."""
+    """The tokenizer's size against the model's embedding rows (see load_task_data).
+    `allow_with` is how the user accepts a smaller one (a config key or a flag)."""
     if n_vocab > vocab_size:
         raise UserError(
             f"the tokenizer in {tokenizer_dir} has {n_vocab} tokens but the model's vocab_size is "
@@ -135,16 +146,17 @@ def check_vocab(
         raise UserError(
             f"the tokenizer in {tokenizer_dir} has {n_vocab} tokens but the model's vocab_size is "
             f"{vocab_size}: a vocab.txt shorter than the embedding table usually means the wrong "
-            "or a truncated vocabulary; if the table is only padded, set "
-            "task.allow_smaller_vocab=true"
+            f"or a truncated vocabulary; if the table is only padded, pass {allow_with}"
         )
 
 
 class HasLabels(Protocol):
     """A model config's head description (BertConfig has it; so does an export's config.json)."""
 
-    num_labels: int
-    id2label: Sequence[str] | None
+    @property
+    def num_labels(self) -> int: ...
+    @property
+    def id2label(self) -> Sequence[str] | None: ...
 
 
 def check_labels(config: HasLabels, task: TaskSpec, where: str) -> None:

@@ -14,11 +14,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tfrecord.reader import tfrecord_loader
 
 from tinybert.errors import UserError
+
+if TYPE_CHECKING:
+    from tinybert.data.tokenization import TaskDataset
 
 SCHEMA_FILE = "schema.json"
 PRETRAIN_COLUMNS = ("input_ids", "input_mask", "segment_ids")
@@ -112,7 +116,7 @@ def _read_file(file: Path, schema: Schema, required: tuple[str, ...], rows: dict
         ) from None
 
 
-def _check(value, column: Column, file: Path, record: int, name: str) -> np.ndarray:
+def _check(value: Any, column: Column, file: Path, record: int, name: str) -> np.ndarray:
     if value is None:
         raise UserError(f"{file}: record {record}: column '{name}' is missing")
     value = np.asarray(value)
@@ -155,7 +159,9 @@ def segment_lengths(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarr
     return lengths.astype(np.int64), len_a.astype(np.int64)
 
 
-def task_dataset(folder: str | Path, split: str, num_labels: int, vocab_size: int | None = None):
+def task_dataset(
+    folder: str | Path, split: str, num_labels: int, vocab_size: int | None = None
+) -> TaskDataset:
     """A seed task split as a TaskDataset: real tokens only (the seed's padding is dropped).
 
     label_ids are class indices in the task's label order; one outside 0..num_labels-1, or a

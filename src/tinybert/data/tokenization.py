@@ -59,7 +59,10 @@ def tokenizer_info(tok: Tokenizer) -> tuple[int, int]:
 
     The id range, not the entry count: a vocab.txt with a repeated line keeps the line numbers
     as ids, so it has fewer entries than ids, and the embedding table needs a row per id."""
-    return max(tok.get_vocab(with_added_tokens=True).values()) + 1, tok.token_to_id("[PAD]")
+    pad_id = tok.token_to_id("[PAD]")
+    if pad_id is None:  # load_tokenizer guarantees [PAD]; a hand-built Tokenizer may lack it
+        raise UserError("the tokenizer has no [PAD] token; BERT needs one")
+    return max(tok.get_vocab(with_added_tokens=True).values()) + 1, pad_id
 
 
 def _from_tokenizer_json(path: Path) -> Tokenizer:
@@ -153,8 +156,11 @@ class TaskDataset(Dataset):
         offsets = np.zeros(len(keep) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
 
-        def cat(a: np.ndarray | None) -> np.ndarray | None:
-            return None if a is None else np.concatenate([a[p] for p in parts] or [a[:0]])
+        def cat(a: np.ndarray) -> np.ndarray:
+            return np.concatenate([a[p] for p in parts] or [a[:0]])
+
+        def cat_optional(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else cat(a)
 
         return TaskDataset(
             ids=cat(self.ids),
@@ -162,8 +168,8 @@ class TaskDataset(Dataset):
             offsets=offsets,
             labels=[self.labels[i] for i in keep],
             lengths=lengths,
-            tag_ids=cat(self.tag_ids),
-            char_spans=cat(self.char_spans),
+            tag_ids=cat_optional(self.tag_ids),
+            char_spans=cat_optional(self.char_spans),
             gold_spans=None if self.gold_spans is None else [self.gold_spans[i] for i in keep],
         )
 
@@ -181,6 +187,8 @@ class TaskDataset(Dataset):
 
     def token_char_spans(self, i: int) -> list[tuple[int, int]]:
         """Token tasks: example i's tokens' character spans [start, end) ((0, 0) = special)."""
+        if self.char_spans is None:
+            raise ValueError("token_char_spans: not a token-task dataset (no char_spans)")
         start, end = self.offsets[i], self.offsets[i + 1]
         return [tuple(span) for span in self.char_spans[start:end].tolist()]
 
@@ -234,15 +242,15 @@ def _encode_token_examples(
         chunk = examples[start : start + _CHUNK]
         encodings = _encode(tokenizer, [ex.text_a for ex in chunk], max_seq_length, offsets=True)
         for ex, enc in zip(chunk, encodings, strict=True):
-            offsets = [
+            char_offsets = [
                 (a, b) if m == 0 else (0, 0)
                 for (a, b), m in zip(enc.offsets, enc.special_tokens_mask, strict=True)
             ]
-            tags = token_tags(offsets, char_tags(len(ex.text_a), ex.spans or ()))
+            tags = token_tags(char_offsets, char_tags(len(ex.text_a), ex.spans or ()))
             ids.append(enc.ids)
             type_ids.append(enc.type_ids)
             tag_ids.append([-100 if t is None else tag_index[t] for t in tags])
-            spans.append(offsets)
+            spans.append(char_offsets)
             lengths.append(len(enc))
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
@@ -262,7 +270,7 @@ def _flat(rows: list[list[int]], dtype: type) -> np.ndarray:
     return np.fromiter(chain.from_iterable(rows), dtype=dtype, count=sum(map(len, rows)))
 
 
-def _encode(tok: Tokenizer, texts: list, max_seq_length: int, offsets: bool = False) -> list:
+def _encode(tok: Tokenizer, texts: Sequence, max_seq_length: int, offsets: bool = False) -> list:
     """encode_batch (multi-threaded) with our truncation; the tokenizer's settings are restored."""
     smallest = tok.num_special_tokens_to_add(is_pair=True) + 2  # one token of each segment
     if max_seq_length < smallest:
@@ -292,6 +300,8 @@ def _restore(tok: Tokenizer, trunc: dict | None, pad: dict | None) -> None:
 
 def _label_value(task: TaskSpec, ex: Example) -> int | float:
     if task.is_regression:
+        if ex.label is None:
+            raise UserError(f"{ex.source}: missing score")
         return float(ex.label)
     try:
         return task.labels.index(ex.label)

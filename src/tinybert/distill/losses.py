@@ -76,7 +76,7 @@ def attention_loss(
     teacher_scores: Tensor,
     mask: Tensor | None,
     mode: LossMode = "real_tokens",
-    pairs: float | None = None,
+    pairs: Tensor | float | None = None,
 ) -> Tensor:
     """MSE between one student layer's and one teacher layer's attention scores (eq. 7).
 
@@ -121,7 +121,7 @@ def hidden_loss(
     teacher_h: Tensor,
     mask: Tensor | None,
     mode: LossMode = "real_tokens",
-    tokens: float | None = None,
+    tokens: Tensor | float | None = None,
 ) -> Tensor:
     """MSE between one (projected) student hidden state and one teacher hidden state (eq. 8).
 
@@ -157,6 +157,7 @@ def soft_cross_entropy(
     temperature: float = 1.0,
     scale_by_t2: bool = False,
     mask: Tensor | None = None,
+    count: Tensor | float | None = None,
 ) -> Tensor:
     """Prediction-layer loss (eq. 10): sum_c -softmax(t/T)_c * log_softmax(s/T)_c.
 
@@ -166,6 +167,8 @@ def soft_cross_entropy(
     temperature: T > 0, divides both logits.
     scale_by_t2: multiply by T^2 (Hinton et al.), which keeps gradient magnitudes comparable
         across temperatures. The TinyBERT scripts do not.
+    count: with a mask, the number of positions to average over; default: this batch's own
+        (see `attention_loss` for why data-parallel training passes the global batch's).
     Returns a 0-d float32 tensor.
 
     The loss is minimal (gradient zero) where the student's logits equal the teacher's up to
@@ -183,10 +186,11 @@ def soft_cross_entropy(
     else:
         if per_row.dim() != 2:
             raise ValueError("a mask is only for token logits (B, L, C)")
-        real = _real(mask, *per_row.shape, device=per_row.device)
+        rows, length = per_row.shape
+        real = _real(mask, rows, length, per_row.device)
         # Select, don't multiply: a padded position may hold inf/NaN garbage.
         kept = torch.where(real, per_row, per_row.new_zeros(()))
-        loss = kept.sum() / real.sum().clamp_min(1)
+        loss = _divide(kept.sum(), real.sum().float() if count is None else count)
     return loss * temperature**2 if scale_by_t2 else loss
 
 

@@ -11,9 +11,10 @@ fresh hidden-state projection.
 Which one runs is configuration (`distill.phases`), never a mode flag inside the model.
 
 Under data parallelism each process sees a slice of the global batch. The loop then adds the
-global batch's counts to each slice (`norm_rows`, `norm_tokens`, `norm_pairs`) and every loss
-is averaged over those instead of the slice's own, so the slices' losses sum to the loss of the
-whole batch, and the gradients (summed across processes) equal one process's, exactly.
+global batch's counts to each slice (`norm_rows`, `norm_tokens`, `norm_pairs`, and for token
+tasks `norm_scored`, its tokens with a label other than -100) and every loss is averaged over
+those instead of the slice's own, so the slices' losses sum to the loss of the whole batch, and
+the gradients (summed across processes) equal one process's, exactly.
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from tinybert.config import DistillConfig
 from tinybert.distill.losses import attention_loss, hidden_loss, logit_mse, soft_cross_entropy
 from tinybert.distill.mapping import check_heads, resolve_layer_map
 from tinybert.distill.projection import HiddenProjection
+from tinybert.model import AnyBertModel
+from tinybert.train.distributed import Dist
 from tinybert.train.inference import Logits, logits_over
 from tinybert.train.loop import TrainData
 from tinybert.train.precision import autocast
@@ -43,6 +47,16 @@ def _row_share(batch: Batch) -> float | torch.Tensor:
     """This slice's share of the global batch's rows (1 when it is the whole batch)."""
     total = batch.get("norm_rows")
     return 1.0 if total is None else len(batch["input_ids"]) / total
+
+
+def _per_scored_token(total: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Token tasks: a loss summed over this slice's scored tokens (labels not -100), divided by
+    the global batch's count of them (`norm_scored`), or this slice's own when it is the whole
+    batch."""
+    count = batch.get("norm_scored")
+    if count is None:
+        count = (batch["labels"] != -100).sum().float()
+    return total / count.clamp_min(1.0)
 
 
 def _encoder(model: nn.Module) -> nn.Module:
@@ -62,11 +76,12 @@ class SupervisedLoss:
 
     def __call__(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         logits = self.model(**_inputs(batch)).logits.float()  # (B, C) or (B, T, C)
-        if logits.dim() == 3:
-            loss = F.cross_entropy(
-                logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100
+        if logits.dim() == 3:  # averaged over scored tokens, not rows: no row share
+            total = F.cross_entropy(
+                logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100, reduction="sum"
             )
-        elif self.regression:
+            return _per_scored_token(total, batch), {}
+        if self.regression:
             loss = F.mse_loss(logits.squeeze(-1), batch["labels"].float())
         else:
             loss = F.cross_entropy(logits, batch["labels"])
@@ -130,8 +145,9 @@ class PredictionLoss:
     Token tasks: the soft cross-entropy runs per token over the scored tokens only (labels not
     -100: never padding, [CLS] or [SEP]), averaged over them.
 
-    `teacher_logits` may be a function computing them: it is called at the first batch, so a
-    phase that is already finished (and skipped) never runs the teacher over the training set.
+    `teacher_logits` may be a function computing them: the loop calls it (`prepare`) before
+    its first step, so a phase that is already finished (and skipped) never runs the teacher
+    over the training set.
     """
 
     def __init__(
@@ -153,13 +169,21 @@ class PredictionLoss:
             self._cached = source() if callable(source) else source
         return self._cached
 
+    def prepare(self) -> None:
+        """Compute the teacher's logits now. The loop calls this before its first step, on
+        every process at once (their computation may be shared out across processes)."""
+        self.teacher_logits  # noqa: B018 - the property fills the cache
+
     def __call__(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         s = self.student(**_inputs(batch)).logits.float()
         if s.dim() == 3:
             t = self._token_logits(batch["index"].tolist(), s)
             mask = batch["labels"] != -100
-            loss = soft_cross_entropy(s, t, self.cfg.temperature, self.cfg.scale_by_t2, mask=mask)
-            return loss * _row_share(batch), {}
+            count = batch.get("norm_scored")  # the global batch's scored tokens (distributed)
+            loss = soft_cross_entropy(
+                s, t, self.cfg.temperature, self.cfg.scale_by_t2, mask=mask, count=count
+            )
+            return loss, {}
         cached = self.teacher_logits
         assert isinstance(cached, torch.Tensor)
         t = cached[batch["index"].cpu()].to(s.device)
@@ -179,7 +203,7 @@ class PredictionLoss:
 
 
 def intermediate_objective(
-    cfg: DistillConfig, student: nn.Module, teacher: nn.Module, device: torch.device
+    cfg: DistillConfig, student: AnyBertModel, teacher: AnyBertModel, device: torch.device
 ) -> tuple[IntermediateLoss, HiddenProjection]:
     """TD phase 1's (and GD's) loss: the layer map and head counts checked, a fresh projection."""
     n_s, n_t = student.config.num_hidden_layers, teacher.config.num_hidden_layers
@@ -201,10 +225,43 @@ def teacher_logits(
     batch_size: int,
     device: torch.device,
     precision: str = "fp32",
+    dist: Dist | None = None,
 ) -> Logits:
     """Run the teacher once over the training set (the batched inference loop of evaluation)
     and return its logits: (N, C) float32 on CPU, or for token tasks a list of N tensors
     (T_i, C), each example's real tokens. They never change during phase 2, so caching saves
-    one teacher forward per step."""
+    one teacher forward per step.
+
+    Distributed, each process runs the teacher over its share of the rows only (rank,
+    rank + world, ...), then the processes exchange their logits (`Dist.gather_rows`), so every
+    one holds all of them: sequence tasks as one contiguous (N, C) tensor.
+    """
+    dist = dist or Dist()
+    if not dist.enabled:
+        with autocast(device, precision):
+            return logits_over(teacher, data.lengths, data.collate, batch_size, device)
+    n, world = len(data.lengths), dist.world
+    mine = list(range(dist.rank, n, world))
+    computed = 0
+
+    def collate(rows: list[int]) -> Batch:  # rows index `mine`
+        nonlocal computed
+        computed += len(rows)
+        return data.collate([mine[r] for r in rows])
+
     with autocast(device, precision):
-        return logits_over(teacher, data.lengths, data.collate, batch_size, device)
+        shard = logits_over(teacher, [data.lengths[i] for i in mine], collate, batch_size, device)
+    tqdm.write(f"teacher logits: process {dist.rank} ran the teacher on {computed} of {n} rows")
+    token = any(dist.gather(isinstance(shard, list)))  # a process may have no rows at all
+    parts = dist.gather_rows(torch.cat(shard) if isinstance(shard, list) else shard)
+    if not token:
+        out = torch.empty(n, *parts[0].shape[1:])
+        for rank, part in enumerate(parts):
+            out[rank::world] = part
+        return out
+    rows: list[torch.Tensor] = [torch.empty(0)] * n
+    for rank, part in enumerate(parts):  # each process's rows, their tokens end to end
+        ids = range(rank, n, world)
+        for i, row in zip(ids, part.split([data.lengths[i] for i in ids]), strict=True):
+            rows[i] = row
+    return rows

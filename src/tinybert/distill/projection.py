@@ -32,12 +32,11 @@ class HiddenProjection(nn.Module):
             raise ValueError(f"n_maps must be >= 1, got {n_maps}")
         self.n_maps, self.shared = n_maps, shared
         n_layers = 1 if shared else n_maps
-        self.layers = nn.ModuleList(
-            nn.Linear(student_width, teacher_width) for _ in range(n_layers)
-        )
-        for layer in self.layers:  # BERT's linear init
+        linears = [nn.Linear(student_width, teacher_width) for _ in range(n_layers)]
+        for layer in linears:  # BERT's linear init
             nn.init.normal_(layer.weight, mean=0.0, std=init_std)
             nn.init.zeros_(layer.bias)
+        self.layers = nn.ModuleList(linears)
 
     def forward(self, h: Tensor, i: int) -> Tensor:
         """h: (B, T, student_width), the student's hidden_states[i] -> (B, T, teacher_width)."""

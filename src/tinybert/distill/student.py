@@ -8,7 +8,7 @@ shared by general distillation (bare encoders) and task distillation (models wit
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from torch import nn
 from tqdm.auto import tqdm
@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from tinybert.config import StudentConfig
 from tinybert.errors import UserError
 from tinybert.model import (
+    AnyBertModel,
     BertConfig,
     BertForSequenceClassification,
     BertForTokenClassification,
@@ -24,9 +25,10 @@ from tinybert.model import (
 )
 
 Head = Literal["sequence", "token", "encoder"]
+M = TypeVar("M", bound=nn.Module)
 
 
-def freeze(teacher: nn.Module) -> nn.Module:
+def freeze(teacher: M) -> M:
     """The teacher in eval mode (no dropout) with no gradients: it only ever runs forward."""
     teacher.eval()
     for p in teacher.parameters():
@@ -34,7 +36,7 @@ def freeze(teacher: nn.Module) -> nn.Module:
     return teacher
 
 
-def student_shape(cfg: StudentConfig, teacher: BertConfig, **head) -> BertConfig:
+def student_shape(cfg: StudentConfig, teacher: BertConfig, **head: Any) -> BertConfig:
     """The student's config: its own depth and widths, the teacher's vocabulary and positions."""
     return BertConfig(
         vocab_size=teacher.vocab_size,
@@ -54,11 +56,11 @@ def student_shape(cfg: StudentConfig, teacher: BertConfig, **head) -> BertConfig
 
 def build_student(
     cfg: StudentConfig,
-    teacher: nn.Module,
+    teacher: AnyBertModel,
     head: Head,
     num_labels: int = 2,
     id2label: tuple[str, ...] | None = None,
-) -> nn.Module:
+) -> AnyBertModel:
     """A student initialised as `cfg.init` says: random, from a checkpoint, or (with a head)
     from teacher layers. head="encoder" gives a bare encoder without pooler (GD: then every
     parameter gets a gradient, which DDP needs)."""
@@ -82,7 +84,7 @@ def build_student(
     return student
 
 
-def _from_checkpoint(cfg: StudentConfig, head: Head, labels: dict) -> nn.Module:
+def _from_checkpoint(cfg: StudentConfig, head: Head, labels: dict) -> AnyBertModel:
     if not cfg.path:
         raise UserError("student.init=checkpoint needs student.path=<saved model directory>")
     student, report = load_model(cfg.path, head=head, **labels)
@@ -90,12 +92,12 @@ def _from_checkpoint(cfg: StudentConfig, head: Head, labels: dict) -> nn.Module:
         tqdm.write(
             f"{cfg.path}: newly initialised (not in the checkpoint): {', '.join(report.initialised)}"
         )
-    if head == "encoder":
+    if isinstance(student, BertModel):  # head == "encoder"
         student.pooler = None
     return student
 
 
-def _random(cfg: StudentConfig, teacher: BertConfig, head: Head, labels: dict) -> nn.Module:
+def _random(cfg: StudentConfig, teacher: BertConfig, head: Head, labels: dict) -> AnyBertModel:
     if head == "encoder":
         return BertModel(student_shape(cfg, teacher), add_pooling_layer=False)
     if head == "token":
@@ -106,7 +108,7 @@ def _random(cfg: StudentConfig, teacher: BertConfig, head: Head, labels: dict) -
     )
 
 
-def _from_teacher_layers(cfg: StudentConfig, teacher: nn.Module) -> nn.Module:
+def _from_teacher_layers(cfg: StudentConfig, teacher: AnyBertModel) -> AnyBertModel:
     """DistilBERT-style: copy embeddings, the chosen teacher layers, pooler and head."""
     layers = cfg.teacher_layers
     n_teacher = teacher.config.num_hidden_layers

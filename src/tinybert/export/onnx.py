@@ -24,9 +24,10 @@ import json
 import logging
 import shutil
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -45,7 +46,8 @@ from tinybert.export.runtime import (
     OnnxLogits,
     is_export_dir,
 )
-from tinybert.model import load_model, saved_head
+from tinybert.model import BertTaskModel, load_model, saved_head
+from tinybert.model.bert import Layer, SelfAttention
 from tinybert.model.hub import CONFIG_FILE, TOKENIZER_FILES, WEIGHTS_FILES
 from tinybert.train.inference import predict_logits, torch_logits_fn
 
@@ -114,7 +116,9 @@ class ExportableBert(nn.Module):
     there is no data-dependent "no padding" branch, which tracing would freeze.
     """
 
-    def __init__(self, model: nn.Module):
+    positions: Tensor  # (1, max_positions) buffer
+
+    def __init__(self, model: BertTaskModel):
         super().__init__()
         self.model = model
         self.token_head = not hasattr(model.bert, "pooler") or model.bert.pooler is None
@@ -130,13 +134,15 @@ class ExportableBert(nn.Module):
         h = emb.LayerNorm(h + emb.position_embeddings(positions))  # (B, T, H)
         # 0 for real tokens, finfo.min for padding: the values the model's masked_fill uses.
         bias = (1.0 - attention_mask[:, None, None, :].to(h.dtype)) * torch.finfo(h.dtype).min
-        for layer in bert.encoder.layer:
+        # nn.ModuleList is not generic; the encoder's entries are Layers.
+        for layer in cast(Sequence[Layer], bert.encoder.layer):
             a = layer.attention.output(_attend(layer.attention.self, h, bias), h)
             h = layer.output(layer.intermediate(a), a)
-        return self.model.classifier(h if self.token_head else bert.pooler(h))
+        pooler = bert.pooler  # None exactly for the token head
+        return self.model.classifier(h if self.token_head or pooler is None else pooler(h))
 
 
-def _attend(att: nn.Module, x: Tensor, bias: Tensor) -> Tensor:
+def _attend(att: SelfAttention, x: Tensor, bias: Tensor) -> Tensor:
     """Multi-head attention of x (B, T, H) with an additive bias (B, 1, 1, T) -> (B, T, H)."""
     B, T, _ = x.shape
     q, k, v = (
@@ -146,7 +152,7 @@ def _attend(att: nn.Module, x: Tensor, bias: Tensor) -> Tensor:
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias).transpose(1, 2).reshape(B, T, -1)
 
 
-def load_for_export(model_dir: str | Path) -> tuple[nn.Module, str]:
+def load_for_export(model_dir: str | Path) -> tuple[BertTaskModel, str]:
     """The fp32 model of a saved directory and its head ("sequence" or "token").
 
     The head follows config.json's "architectures"; a model without a trained head is refused
@@ -161,7 +167,7 @@ def load_for_export(model_dir: str | Path) -> tuple[nn.Module, str]:
     return model, head
 
 
-def write_onnx(model: nn.Module, path: Path, opset: int = MIN_OPSET) -> None:
+def write_onnx(model: BertTaskModel, path: Path, opset: int = MIN_OPSET) -> None:
     """torch.onnx.export with dynamic batch and sequence axes.
 
     TorchScript tracing (dynamo=False): ONNX Runtime's attention fusion matches its graphs; the
@@ -266,9 +272,13 @@ def max_logit_diff(
 def _split_logits(
     fn: Callable | nn.Module, splits: dict[str, TaskDataset], batch_size: int, pad_id: int
 ) -> dict[str, Tensor]:
-    return {
-        name: predict_logits(fn, data, batch_size, pad_id=pad_id) for name, data in splits.items()
-    }
+    """Sequence heads' (N, C) logits per split."""
+    out = {}
+    for name, data in splits.items():
+        logits = predict_logits(fn, data, batch_size, pad_id=pad_id)
+        assert isinstance(logits, Tensor)  # a sequence head's (N, C), not a token head's rows
+        out[name] = logits
+    return out
 
 
 def _metrics(
@@ -327,7 +337,7 @@ def export_model(
 
 
 def _write_files(
-    model: nn.Module, model_dir: Path, folder: Path, opset: int, optimize: bool, int8: bool
+    model: BertTaskModel, model_dir: Path, folder: Path, opset: int, optimize: bool, int8: bool
 ) -> tuple[list[str], dict[str, int]]:
     """model.onnx (+ optimised, + int8) and the config/tokenizer files; returns the ONNX names."""
     write_onnx(model, folder / FP32_FILE, opset)
@@ -348,7 +358,7 @@ def _write_files(
 
 
 def _check(
-    model: nn.Module,
+    model: BertTaskModel,
     head: str,
     folder: Path,
     files: list[str],
@@ -367,7 +377,7 @@ def _check(
     real = splits if splits and task is not None and not token else None
     where = f"{len(batches)} generated batches (batch {'/'.join(map(str, CHECK_BATCH_SIZES))})"
     result = ExportResult("", head, {}, 0, {}, where)
-    if real:
+    if real and task is not None:  # (real implies a task; said again for the type checker)
         torch_logits = _split_logits(model, real, batch_size, pad_id)
         result.metrics["pytorch"] = _metrics(task, torch_logits, real)
         first = "" if len(real) == 1 else f"{next(iter(real))}/"  # MNLI: matched
@@ -376,7 +386,7 @@ def _check(
     for name in files:
         runner = OnnxLogits(folder / name)
         diff = max_logit_diff(expected, runner, batches, token)
-        if real:
+        if real and task is not None:
             logits = _split_logits(runner, real, batch_size, pad_id)
             diff = max(diff, max(float((logits[k] - torch_logits[k]).abs().max()) for k in real))
             result.metrics[name] = _metrics(task, logits, real)

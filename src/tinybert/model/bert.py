@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from functools import partial
+from typing import TypeAlias
 
 import torch
 import torch.nn.functional as F
@@ -405,6 +406,13 @@ class BertForTokenClassification(nn.Module):
         )
         out.logits = self.classifier(self.dropout(out.last_hidden_state))
         return out
+
+
+# The models above by what they offer: every one has `.config`; a task model also has `.bert`
+# (its encoder) and `.classifier`. Typing a model as one of these, not nn.Module, lets the type
+# checker see those attributes (nn.Module's own __getattr__ types them Tensor | Module).
+BertTaskModel: TypeAlias = BertForSequenceClassification | BertForTokenClassification
+AnyBertModel: TypeAlias = BertModel | BertTaskModel
 
 
 def _classifier_dropout(config: BertConfig) -> float:

@@ -17,7 +17,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, overload
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -25,10 +25,12 @@ from torch import Tensor, nn
 
 from tinybert.errors import UserError
 from tinybert.model.bert import (
+    AnyBertModel,
     BertConfig,
     BertForSequenceClassification,
     BertForTokenClassification,
     BertModel,
+    BertTaskModel,
 )
 
 CONFIG_FILE = "config.json"
@@ -39,7 +41,7 @@ TOKENIZER_FILES = (
     "tokenizer_config.json",
     "special_tokens_map.json",
 )
-HEADS: dict[str, type[nn.Module]] = {
+HEADS: dict[str, type[AnyBertModel]] = {
     "sequence": BertForSequenceClassification,
     "token": BertForTokenClassification,
     "encoder": BertModel,
@@ -91,13 +93,29 @@ def load_config(model_dir: str | Path) -> BertConfig:
         raise UserError(f"{path}: bad value ({e})") from None
 
 
+@overload
+def load_model(
+    model_dir: str | Path,
+    head: Literal["sequence", "token"] = "sequence",
+    num_labels: int | None = None,
+    id2label: Sequence[str] | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[BertTaskModel, LoadReport]: ...
+@overload
+def load_model(
+    model_dir: str | Path,
+    head: Literal["encoder"],
+    num_labels: int | None = None,
+    id2label: Sequence[str] | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[BertModel, LoadReport]: ...
 def load_model(
     model_dir: str | Path,
     head: Literal["sequence", "token", "encoder"] = "sequence",
     num_labels: int | None = None,
     id2label: Sequence[str] | None = None,
     dtype: torch.dtype = torch.float32,
-) -> tuple[nn.Module, LoadReport]:
+) -> tuple[AnyBertModel, LoadReport]:
     """Build the model `head` asks for from `model_dir` and load its weights.
 
     num_labels / id2label shape a head the checkpoint lacks; given for a checkpoint that has a
@@ -150,7 +168,9 @@ def save_model(
     needed); making the directory appear atomically is the caller's job.
     """
     model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
-    if not isinstance(model, tuple(HEADS.values())):
+    if not isinstance(
+        model, (BertModel, BertForSequenceClassification, BertForTokenClassification)
+    ):
         raise TypeError(f"save_model expects a tinybert BERT model, got {type(model).__name__}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

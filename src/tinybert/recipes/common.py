@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from tinybert.config import RunConfig
+from tinybert.config import RunConfig, dump_yaml
 from tinybert.data.base import TaskSpec
 from tinybert.data.task_data import TaskData, check_labels
 from tinybert.distill.student import Head, freeze
 from tinybert.errors import UserError
-from tinybert.model import LoadReport, load_model, save_model
+from tinybert.model import AnyBertModel, BertModel, LoadReport, load_model, save_model
 from tinybert.train import distributed
 from tinybert.train.inference import evaluate_splits
 from tinybert.train.loop import Evaluation, RunContext, TrainData
@@ -30,16 +34,65 @@ def run_context(cfg: RunConfig, tokenizer_dir: str) -> RunContext:
         dist=dist,
         seed=cfg.seed,
         resume=cfg.resume,
+        config_text=dump_yaml(cfg),
     )
 
 
-def load_teacher(path: str, head: Head, command: str, task: TaskSpec | None = None) -> nn.Module:
+# What defines a stage beyond its own TrainConfig section (see Trainer.fingerprint): resuming
+# with another value of any of these is refused. Sections ("student") stand for all their keys.
+TASK_KEYS = (
+    "task.name",
+    "task.data_dir",
+    "task.labels",
+    "task.regression",
+    "task.max_seq_length",
+    "task.max_train_examples",
+)
+EVAL_KEYS = ("task.max_eval_examples", "task.metric")  # what picks best/
+PHASE1_KEYS = (  # the attention, hidden-state and embedding losses (TD phase 1, GD)
+    "distill.layer_map",
+    "distill.attention_weight",
+    "distill.hidden_weight",
+    "distill.embedding_weight",
+    "distill.loss_mode",
+    "distill.shared_projection",
+)
+PATH_KEYS = frozenset({"model", "teacher", "task.data_dir", "corpus.path", "student.path"})
+
+
+def stage_settings(cfg: RunConfig, *keys: str) -> dict[str, Any]:
+    """Dotted config keys -> their values, paths made absolute (`data` and `./data` are one)."""
+    out: dict[str, Any] = {}
+    for key in keys:
+        value: Any = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        if dataclasses.is_dataclass(value):
+            names = [f"{key}.{f.name}" for f in dataclasses.fields(value)]
+            out.update(stage_settings(cfg, *names))
+        elif key in PATH_KEYS and value:
+            out[key] = str(Path(value).resolve())
+        else:
+            out[key] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def weights_digest(model: nn.Module) -> str:
+    """A hash of a model's weights (names, shapes, values)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def load_teacher(path: str, head: Head, command: str, task: TaskSpec | None = None) -> AnyBertModel:
     """A frozen teacher from a Hugging Face directory. With a task, it must have that task's
     trained head (fine-tune it first); head="encoder" takes any BERT (general distillation)."""
     if not path:
         raise UserError(f"{command} needs teacher=<Hugging Face BERT directory>")
     teacher, report = load_model(path, head=head)
-    if head == "encoder":
+    if isinstance(teacher, BertModel):  # head == "encoder"
         teacher.pooler = None  # GD uses hidden states and attention scores only
     elif report.initialised:
         raise UserError(
@@ -60,7 +113,11 @@ def report_new_weights(where: str, report: LoadReport) -> None:
 
 def train_data(data: TaskData) -> TrainData:
     train = data.train_set()
-    return TrainData(lengths=train.lengths, collate=data.collate_fn(train))
+    scored = None
+    if train.tag_ids is not None:  # token tasks: each row's tokens with a label (not -100)
+        upto = np.concatenate([[0], np.cumsum(train.tag_ids != -100)])
+        scored = upto[train.offsets[1:]] - upto[train.offsets[:-1]]
+    return TrainData(lengths=train.lengths, collate=data.collate_fn(train), scored=scored)
 
 
 def dev_evaluation(

@@ -8,11 +8,19 @@ from __future__ import annotations
 import torch
 
 from tinybert.config import RunConfig
-from tinybert.data.task_data import check_labels, load_task_data, task_spec
+from tinybert.data.task_data import check_labels, check_metric, load_task_data, task_spec
 from tinybert.distill.objectives import SupervisedLoss
 from tinybert.errors import UserError
 from tinybert.model import load_model
-from tinybert.recipes.common import dev_evaluation, report_new_weights, run_context, train_data
+from tinybert.recipes.common import (
+    EVAL_KEYS,
+    TASK_KEYS,
+    dev_evaluation,
+    report_new_weights,
+    run_context,
+    stage_settings,
+    train_data,
+)
 from tinybert.train.loop import Trainer, TrainResult
 
 STAGE = "teacher"
@@ -23,7 +31,9 @@ def run_finetune(cfg: RunConfig) -> TrainResult:
     if not cfg.model:
         raise UserError("finetune needs model=<Hugging Face BERT directory>")
     task = task_spec(cfg.task)
+    check_metric(task, cfg.task.metric)
     ctx = run_context(cfg, tokenizer_dir=cfg.model)
+    ctx.preflight([STAGE])
     torch.manual_seed(cfg.seed)  # the new head's initial weights
     model, report = load_model(cfg.model, head=task.head, **task.head_args)
     report_new_weights(cfg.model, report)
@@ -41,5 +51,7 @@ def run_finetune(cfg: RunConfig) -> TrainResult:
             model, data, cfg.finetune.eval_batch_size, ctx.device, cfg.task.metric
         ),
         desc="finetune",
+        section="finetune",
+        settings=stage_settings(cfg, "model", "seed", *TASK_KEYS, *EVAL_KEYS),
     )
     return trainer.fit()

@@ -19,7 +19,7 @@ from tinybert.data.corpus import open_corpus
 from tinybert.distill.objectives import intermediate_objective
 from tinybert.distill.student import build_student
 from tinybert.errors import UserError
-from tinybert.recipes.common import load_teacher, run_context
+from tinybert.recipes.common import PHASE1_KEYS, load_teacher, run_context, stage_settings
 from tinybert.train.loop import TrainData, Trainer, TrainResult
 
 STAGE = "general"
@@ -30,6 +30,7 @@ def run_general_distill(cfg: RunConfig) -> TrainResult:
     if not cfg.corpus.path:
         raise UserError("general-distill needs corpus.path=<prepared corpus or TFRecord folder>")
     ctx = run_context(cfg, tokenizer_dir=cfg.teacher)
+    ctx.preflight([STAGE])
     corpus = open_corpus(cfg.corpus.path, cfg.teacher)  # checks the vocabulary
     lengths = corpus.lengths
     if cfg.corpus.max_sequences is not None:
@@ -57,5 +58,7 @@ def run_general_distill(cfg: RunConfig) -> TrainResult:
         # Bare student, no pooler: with every loss on, every parameter gets a gradient and DDP
         # can skip its search for unused ones.
         find_unused_parameters=min(d.attention_weight, d.hidden_weight, d.embedding_weight) == 0,
+        section="general",
+        settings=stage_settings(cfg, "teacher", "seed", "corpus", "student", *PHASE1_KEYS),
     )
     return trainer.fit()

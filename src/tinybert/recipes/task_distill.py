@@ -14,10 +14,28 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from tinybert.config import RunConfig
-from tinybert.data.task_data import TaskData, check_labels, load_task_data, task_spec
+from tinybert.data.task_data import (
+    TaskData,
+    check_labels,
+    check_metric,
+    load_task_data,
+    task_spec,
+)
 from tinybert.distill.objectives import PredictionLoss, intermediate_objective, teacher_logits
 from tinybert.distill.student import build_student
-from tinybert.recipes.common import dev_evaluation, load_teacher, run_context, train_data
+from tinybert.model import AnyBertModel
+from tinybert.recipes.common import (
+    EVAL_KEYS,
+    PHASE1_KEYS,
+    TASK_KEYS,
+    dev_evaluation,
+    load_teacher,
+    run_context,
+    stage_settings,
+    train_data,
+    weights_digest,
+)
+from tinybert.train.inference import Logits
 from tinybert.train.loop import RunContext, Trainer, TrainResult
 from tinybert.train.precision import resolve_precision
 
@@ -27,7 +45,10 @@ INTERMEDIATE, PREDICTION = "student/intermediate", "student/prediction"
 def run_task_distill(cfg: RunConfig) -> dict[str, TrainResult]:
     """Phase 1 then phase 2, as `distill.phases` says; results by phase name."""
     task = task_spec(cfg.task)
+    check_metric(task, cfg.task.metric)  # now, not after phase 1
     ctx = run_context(cfg, tokenizer_dir=cfg.teacher)
+    phases = {"intermediate": INTERMEDIATE, "prediction": PREDICTION}
+    ctx.preflight([stage for name, stage in phases.items() if name in cfg.distill.phases])
     teacher = load_teacher(cfg.teacher, task.head, "task-distill", task).to(ctx.device)
     data = load_task_data(cfg.task, cfg.teacher, cfg.seed, vocab_size=teacher.config.vocab_size)
     torch.manual_seed(cfg.seed)  # the student's initial weights
@@ -42,7 +63,7 @@ def run_task_distill(cfg: RunConfig) -> dict[str, TrainResult]:
 
 
 def _intermediate(
-    cfg: RunConfig, ctx: RunContext, teacher: nn.Module, student: nn.Module, data: TaskData
+    cfg: RunConfig, ctx: RunContext, teacher: AnyBertModel, student: AnyBertModel, data: TaskData
 ) -> TrainResult:
     loss_fn, projection = intermediate_objective(cfg.distill, student, teacher, ctx.device)
     if ctx.dist.is_main:
@@ -59,6 +80,8 @@ def _intermediate(
         loss_fn=loss_fn,
         data=train_data(data),
         desc="distill phase 1 (intermediate)",
+        section="intermediate",
+        settings=stage_settings(cfg, "teacher", "seed", *TASK_KEYS, "student", *PHASE1_KEYS),
     )
     return trainer.fit()
 
@@ -70,8 +93,10 @@ def _prediction(
     train = train_data(data)
     precision = resolve_precision(train_cfg.precision, ctx.device)
 
-    def logits():  # run at phase 2's first batch: never when the phase is already finished
-        return teacher_logits(teacher, train, train_cfg.eval_batch_size, ctx.device, precision)
+    def logits() -> Logits:  # run before phase 2's first step: never when it already finished
+        return teacher_logits(
+            teacher, train, train_cfg.eval_batch_size, ctx.device, precision, ctx.dist
+        )
 
     trainer = Trainer(
         train_cfg,
@@ -84,5 +109,16 @@ def _prediction(
             student, data, train_cfg.eval_batch_size, ctx.device, cfg.task.metric
         ),
         desc="distill phase 2 (prediction)",
+        section="prediction",
+        settings={
+            **stage_settings(
+                cfg,
+                *("teacher", "seed", *TASK_KEYS, *EVAL_KEYS, "student"),
+                *("distill.temperature", "distill.scale_by_t2"),
+            ),
+            # where phase 2 starts: phase 1's result (its settings, its length), or the
+            # student as built when phase 1 does not run
+            "student weights at the start of phase 2": weights_digest(student),
+        },
     )
     return trainer.fit()

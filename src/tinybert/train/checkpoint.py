@@ -1,37 +1,66 @@
-"""Checkpoints written atomically: a Hugging Face model directory plus `trainer_state.pt`.
+"""Checkpoints and the stage folder they live in.
 
-A checkpoint is built under a temporary name and renamed into place, so a crash mid-write never
-leaves a half-written directory where `resume` would look.
+A checkpoint is a Hugging Face model directory plus `trainer_state.pt`. It is built under a
+temporary name (`X.tmp`) and renamed into place; one it replaces is first renamed to `X.old`,
+and one rotation deletes is first renamed to `X.deleting`, so a kill at any moment never leaves
+a half-written or half-deleted directory under a name `resume` reads. `clean_leftovers` (run at
+the start of a stage, under its lock) removes what such a kill leaves and puts back an `X.old`
+whose `X` is missing.
+
+`stage_lock` gives one process at a time a stage folder (`fcntl.flock` on `<stage>/.lock`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import json
 import os
 import re
 import shutil
-from collections.abc import Callable
+import socket
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 
+from tinybert.errors import UserError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX (Windows): no locking
+    fcntl = None  # type: ignore[assignment]
+
 STATE_FILE = "trainer_state.pt"
+LOCK_FILE = ".lock"
 _STEP_DIR = re.compile(r"^checkpoint-(\d+)$")
 
 
 def write_atomic(target: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp_dir)`, then move tmp_dir to `target`, replacing any old one."""
+    """Call `write(tmp_dir)`, then move tmp_dir to `target`, replacing any old one.
+
+    `target` is always whole or absent, and an absent one is whole under `<target>.old`: a kill
+    between the two renames leaves it there, and the next write (or `clean_leftovers`) puts it
+    back. Deletions go through `remove`, so nothing is ever half-deleted under these names."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
     old = target.with_name(target.name + ".old")
+    if old.is_dir() and not target.exists():
+        os.replace(old, target)
     for leftover in (tmp, old):
-        shutil.rmtree(leftover, ignore_errors=True)
+        remove(leftover)
     tmp.mkdir()
-    write(tmp)
+    try:
+        write(tmp)
+    except BaseException:
+        remove(tmp)
+        raise
     if target.exists():
         os.replace(target, old)  # a crash between these two renames leaves `.old`, never nothing
     os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
+    remove(old)
 
 
 def step_checkpoints(run_dir: Path) -> list[Path]:
@@ -46,11 +75,152 @@ def step_checkpoints(run_dir: Path) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
+def step_of(checkpoint: Path) -> int:
+    """N of `checkpoint-N`."""
+    match = _STEP_DIR.match(Path(checkpoint).name)
+    if match is None:
+        raise ValueError(f"{checkpoint} is not named checkpoint-N")
+    return int(match.group(1))
+
+
+def remove(directory: Path) -> None:
+    """Delete a directory so that a kill midway leaves no part of it under its own name: it is
+    renamed to `<name>.deleting` first (which `clean_leftovers` removes)."""
+    directory = Path(directory)
+    doomed = directory.with_name(directory.name + ".deleting")
+    shutil.rmtree(doomed, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(directory, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
 def rotate(run_dir: Path, keep: int) -> None:
     """Delete all but the newest `keep` step checkpoints."""
     checkpoints = step_checkpoints(run_dir)
     for old in checkpoints[: max(0, len(checkpoints) - keep)]:
-        shutil.rmtree(old, ignore_errors=True)
+        remove(old)
+
+
+def clean_leftovers(run_dir: Path) -> list[str]:
+    """Remove what a killed write, rotation or resume left in a stage folder: `*.tmp` and
+    `*.deleting` entries, `checkpoint-N` directories without their state file, and an `X.old`
+    whose `X` exists; an `X.old` whose `X` is missing is renamed back to `X` (the kill fell
+    between write_atomic's two renames). Returns the names it removed or restored."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    done = []
+    for child in sorted(run_dir.iterdir()):
+        name = child.name
+        if name.endswith((".tmp", ".deleting")):
+            _delete(child)
+        elif name.endswith(".old") and child.is_dir():
+            target = child.with_name(name[: -len(".old")])
+            if target.exists():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                os.replace(child, target)
+        elif _STEP_DIR.match(name) and child.is_dir() and not (child / STATE_FILE).is_file():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            continue
+        done.append(name)
+    return done
+
+
+def _delete(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# One process at a time in a stage folder.
+
+
+def _in_use(directory: Path, fd: int) -> UserError:
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (OSError, ValueError):
+        holder = {}
+    who = (
+        f"process {holder.get('pid', '?')} (host {holder.get('host', '?')}) since "
+        f"{holder.get('since', '?')}"
+        if holder
+        else "another process"
+    )
+    return UserError(f"{directory} is in use by {who}; wait for it or use another output_dir")
+
+
+def _try_lock(fd: int) -> bool:
+    """Take the lock without waiting; False when another process holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        # held elsewhere; any other error is a file system without locks: go on unlocked
+        return exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+    return True
+
+
+@contextlib.contextmanager
+def stage_lock(directory: Path) -> Iterator[None]:
+    """Hold `<directory>/.lock` exclusively (flock, not waiting) while the block runs; the file
+    then names this process (pid, host, start time). Held elsewhere: a UserError naming the
+    holder. Released on leaving the block, errors included (and by the OS if the process dies).
+    Not reentrant: a second `stage_lock` of the same folder fails, in this process too."""
+    directory = Path(directory)
+    if fcntl is None:
+        yield
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    if not _try_lock(fd):
+        error = _in_use(directory, fd)
+        os.close(fd)
+        raise error
+    holder = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "since": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+    }
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(holder).encode(), 0)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def check_free(directory: Path) -> None:
+    """Raise the UserError `stage_lock` would, when another process holds the folder now (an
+    early check before a command loads its data; the lock itself is taken by the stage)."""
+    path = Path(directory) / LOCK_FILE
+    if fcntl is None or not path.is_file():
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if not _try_lock(fd):
+            raise _in_use(Path(directory), fd)
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def check_unused(directory: Path) -> None:
+    """A fresh run (no `resume`) must not write into a stage folder holding another run: its
+    metrics.jsonl would mix both runs and its checkpoints would mix with the old ones."""
+    folder = Path(directory)
+    held = [p.name for p in step_checkpoints(folder)]
+    held += [n for n in ("final", "best") if (folder / n).is_dir()]
+    if held:
+        raise UserError(
+            f"{folder} already holds a run ({', '.join(held)}); continue it with resume=auto, "
+            "or start afresh in another output_dir (or delete the folder)"
+        )
 
 
 def save_state(directory: Path, state: dict) -> None:

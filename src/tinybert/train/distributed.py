@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 from tinybert.errors import UserError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -42,13 +45,41 @@ class Dist:
         if self.enabled:
             dist.barrier()
 
-    def gather(self, obj: object) -> list[object]:
+    def gather(self, obj: T) -> list[T]:
         """Every process's `obj`, in rank order (just [obj] when not distributed)."""
         if not self.enabled:
             return [obj]
-        out: list[object] = [None] * self.world
+        out: list[T] = [obj] * self.world  # placeholders: all_gather_object fills every slot
         dist.all_gather_object(out, obj)
         return out
+
+    def max_int(self, value: int) -> int:
+        """The largest `value` over all processes (e.g. a stop flag every process must agree
+        on): one all-reduce of one integer, on this process's GPU under NCCL."""
+        if not self.enabled:
+            return value
+        on = torch.device("cpu")
+        if dist.get_backend() == "nccl":
+            on = torch.device("cuda", torch.cuda.current_device())
+        flag = torch.tensor([value], dtype=torch.int64, device=on)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag.item())
+
+    def gather_rows(self, rows: torch.Tensor) -> list[torch.Tensor]:
+        """Every process's `rows` (any number of them, the same trailing shape and dtype
+        everywhere), in rank order, on the CPU: one all_gather of tensors padded to the longest
+        (on this process's GPU under NCCL), nothing pickled."""
+        if not self.enabled:
+            return [rows]
+        sizes = [int(n) for n in self.gather(len(rows))]
+        on = torch.device("cpu")
+        if dist.get_backend() == "nccl":
+            on = torch.device("cuda", torch.cuda.current_device())
+        padded = rows.new_zeros((max(sizes), *rows.shape[1:]), device=on)
+        padded[: len(rows)] = rows
+        out = [torch.empty_like(padded) for _ in range(self.world)]
+        dist.all_gather(out, padded)
+        return [part[:n].cpu() for part, n in zip(out, sizes, strict=True)]
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -69,6 +100,8 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         )
     if device.type not in ("cpu", "cuda", "mps"):
         raise UserError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"device '{name}' asked for, but this machine has no Apple GPU (MPS)")
     return device
 
 

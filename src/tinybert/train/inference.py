@@ -7,6 +7,7 @@ Evaluation during training, `tinybert evaluate` (PyTorch or ONNX Runtime), expor
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ from tinybert.data.batching import collate
 from tinybert.data.clue import decode_spans, score_entities
 from tinybert.data.metrics import compute_metrics
 from tinybert.data.tokenization import TaskDataset
+from tinybert.model import AnyBertModel
 
 Batch = dict[str, torch.Tensor]
 # A backend-agnostic model: a collated batch (input_ids, attention_mask, token_type_ids: (B, T)
@@ -27,7 +29,9 @@ LogitsFn = Callable[[Batch], "torch.Tensor | np.ndarray"]
 Logits = torch.Tensor | list[torch.Tensor]
 
 
-def torch_logits_fn(model: nn.Module, device: torch.device | None = None) -> LogitsFn:
+def torch_logits_fn(
+    model: nn.Module, device: torch.device | None = None
+) -> Callable[[Batch], torch.Tensor]:
     """`model` (a tinybert head model) as a LogitsFn; batches move to `device` (default CPU)."""
     device = device or torch.device("cpu")
 
@@ -66,7 +70,7 @@ def predict_logits(
 @torch.no_grad()
 def logits_over(
     model: nn.Module | LogitsFn,
-    lengths: Sequence[int],
+    lengths: Sequence[int] | np.ndarray,
     collate_fn: Callable[[list[int]], Batch],
     batch_size: int,
     device: torch.device | None = None,
@@ -86,14 +90,14 @@ def logits_over(
         out = _run_batches(fn, lengths, collate_fn, batch_size, progress)
     finally:
         model.train(was_training)
-    if len(lengths) == 0:
-        return torch.empty(0, model.config.num_labels)
+    if len(lengths) == 0:  # no batch to count the labels: a tinybert model's config says
+        return torch.empty(0, cast(AnyBertModel, model).config.num_labels)
     return out
 
 
 def _run_batches(
     fn: LogitsFn,
-    lengths: Sequence[int],
+    lengths: Sequence[int] | np.ndarray,
     collate_fn: Callable[[list[int]], Batch],
     batch_size: int,
     progress: Callable[[int], object] | None,

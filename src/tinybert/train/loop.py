@@ -18,12 +18,15 @@ weights after K steps equal a one-process run's with the same batch size.
 from __future__ import annotations
 
 import contextlib
-import json
+import functools
 import math
+import signal
+import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -33,11 +36,24 @@ from tqdm.auto import tqdm
 
 from tinybert.config import TrainConfig
 from tinybert.data.batching import batch_order
-from tinybert.errors import UserError
+from tinybert.errors import Interrupted, UserError
 from tinybert.train import checkpoint as ckpt
 from tinybert.train.distributed import Dist
+from tinybert.train.health import WEIGHT_LIMIT, last_sound_checkpoint, unsound_weight
 from tinybert.train.optim import build_optimizer, linear_schedule
 from tinybert.train.precision import autocast, resolve_precision
+from tinybert.train.reporting import MetricsLog, Progress
+from tinybert.train.resume import (
+    RESUMABLE,
+    check_length,
+    check_settings,
+    data_fingerprint,
+    find_resume,
+    load_weights,
+    plain,
+    write_config,
+)
+from tinybert.train.signals import StopSignals
 
 __all__ = ["Evaluation", "RunContext", "TrainData", "TrainResult", "Trainer"]
 
@@ -58,15 +74,70 @@ class RunContext:
     save_model: Callable[[nn.Module, Path], None]
     dist: Dist = field(default_factory=Dist)
     seed: int = 42
-    resume: str | None = None  # None, "auto", or a checkpoint path
+    # None, "auto", or a path: a checkpoint (or the folder) of one stage, which resumes from it;
+    # the command's other stages then behave as with "auto"
+    resume: str | None = None
+    # written as <stage>/config.yaml when a stage starts or resumes training (never when it is
+    # skipped as finished, nor when its resume is refused)
+    config_text: str | None = None
+
+    def resume_for(self, stage_dir: Path) -> str | None:
+        """What `resume` means for the stage writing to `stage_dir`: None, "auto", or the
+        checkpoint path when the path lies in that stage's folder ("auto" for other stages)."""
+        if self.resume is None or self.resume == "auto":
+            return self.resume
+        path, folder = Path(self.resume).resolve(), Path(stage_dir).resolve()
+        if path == folder:
+            return "auto"
+        return self.resume if folder in path.parents else "auto"
+
+    def preflight(self, stages: Sequence[str]) -> None:
+        """Checks before a command does any work: `resume=<path>` names a checkpoint of one of
+        its `stages` (folders under `root`), no other process holds a stage folder, and a
+        fresh run (no resume) does not write into a folder holding another run."""
+        folders = [Path(self.root) / s for s in stages]
+        if self.resume not in (None, "auto"):
+            path = Path(self.resume)
+            owner = [f for f in folders if f.resolve() in (path.resolve(), *path.resolve().parents)]
+            if not owner:
+                raise UserError(
+                    f"resume={self.resume} is not in a stage folder of this command "
+                    f"({', '.join(str(f) for f in folders)}); give a checkpoint inside one of "
+                    "them (e.g. .../checkpoint-N), or resume=auto"
+                )
+            if path.resolve() != owner[0].resolve() and not (path / ckpt.STATE_FILE).is_file():
+                found = [p.name for p in ckpt.step_checkpoints(owner[0])]
+                if (owner[0] / "final" / ckpt.STATE_FILE).is_file():
+                    found.append("final")
+                raise UserError(
+                    f"resume={self.resume} is not a checkpoint (no {ckpt.STATE_FILE} in it); "
+                    f"{owner[0]} holds: {', '.join(found) or 'no checkpoints'}"
+                )
+        error = None
+        if self.dist.is_main:
+            try:
+                for folder in folders:
+                    ckpt.check_free(folder)
+                    if self.resume is None:
+                        ckpt.check_unused(folder)
+            except UserError as exc:
+                error = str(exc)
+        for message in self.dist.gather(error):
+            if message:
+                raise UserError(message)
 
 
 @dataclass(frozen=True)
 class TrainData:
-    """The training set as the loop sees it: row lengths, and `collate(indices)` -> a batch."""
+    """The training set as the loop sees it: row lengths, and `collate(indices)` -> a batch.
 
-    lengths: Sequence[int]
+    Token tasks also give `scored`, each row's number of scored tokens (labels not -100), from
+    which a distributed run counts the global batch's (`norm_scored`, see objectives.py).
+    """
+
+    lengths: Sequence[int] | np.ndarray
     collate: Callable[[list[int]], Batch]
+    scored: Sequence[int] | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +157,8 @@ class Position:
     batch: int = 0
     best_metric: float | None = None
     best_step: int | None = None
+    best_constant: bool = False  # best/ answered one class for every row of some dev split
+    evaluated_at: int = -1  # the step of the latest evaluation (none twice at one step)
 
 
 @dataclass
@@ -96,18 +169,6 @@ class TrainResult:
     best_metric: float | None
     best_step: int | None
     last_eval: dict[str, float] | None
-
-
-class MetricsLog:
-    """Append-only JSONL file: one object per logging step or evaluation."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(self, record: dict) -> None:
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
 
 
 def _constant_predictor(metrics: dict[str, float]) -> bool:
@@ -130,7 +191,9 @@ class _Objective(nn.Module):
 
     def forward(self, batch: Batch | None) -> tuple[torch.Tensor, dict[str, float]]:
         if batch is None:
-            return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0, {}
+            # A tensor: sum() starts from 0 and there is always a trainable parameter.
+            zero = sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+            return cast(torch.Tensor, zero), {}
         return self.loss_fn(batch)
 
 
@@ -154,8 +217,14 @@ class Trainer:
         evaluation: Evaluation | None = None,
         desc: str = "train",
         find_unused_parameters: bool = True,
+        section: str = "",
+        settings: Mapping[str, Any] | None = None,
     ):
         self.ctx, self.desc, self.dist, self.device = ctx, desc, ctx.dist, ctx.device
+        # The config section of `cfg` (e.g. "finetune"), for messages and the fingerprint; and
+        # the other settings that define this stage (dotted key -> value, see `fingerprint`).
+        self.section, self.settings = section, dict(settings or {})
+        self._signals = StopSignals(desc, announce=ctx.dist.is_main)
         precision = resolve_precision(cfg.precision, ctx.device)
         if precision == "fp16" and ctx.device.type != "cuda":
             raise UserError("precision=fp16 needs a CUDA GPU; on CPU use precision=bf16 or fp32")
@@ -169,6 +238,7 @@ class Trainer:
         self.cfg, self.precision = cfg, precision
         self.model, self.extra, self.loss_fn = model, extra, loss_fn
         self.lengths = np.asarray(data.lengths, dtype=np.int64)
+        self.scored = None if data.scored is None else np.asarray(data.scored, dtype=np.int64)
         self.collate, self.evaluation = data.collate, evaluation
         self.seed = ctx.seed
         self.out_dir = Path(ctx.root) / stage
@@ -198,61 +268,121 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
 
     def fit(self) -> TrainResult:
-        """Train to `total_steps`, resuming as `ctx.resume` says; a finished stage is skipped
-        (resume=auto) with its final weights loaded into the model."""
-        resume = self.ctx.resume
-        if resume == "auto" and (self.out_dir / "final" / ckpt.STATE_FILE).is_file():
-            return self._skip_finished()
-        if not self._restore(resume):
-            torch.manual_seed(self.seed + self.dist.rank)  # ranks draw different dropout masks
+        """Train to `total_steps`, resuming as `ctx.resume` says (see resume.find_resume); a stage
+        whose final/ already holds `total_steps` steps is skipped, its weights loaded.
+
+        The stage folder is locked for the whole stage. A checkpoint is checked against this
+        run's settings (`fingerprint`) before anything is written; config.yaml is written only
+        once training starts. SIGINT and SIGTERM stop at a step boundary with that step saved."""
+        with self._claim():
+            source, state = find_resume(self.ctx.resume_for(self.out_dir), self.out_dir)
+            if source is not None and state is not None:
+                self._check_resume(source, state)
+                if source.name == "final" and state["position"]["step"] == self.total_steps:
+                    return self._skip_finished(source, state)
+            self._write_config(source, state)
+            if source is not None and state is not None:
+                self._load(source, state)
+            else:
+                torch.manual_seed(self.seed + self.dist.rank)  # ranks draw different masks
+            prepare = getattr(self.loss_fn, "prepare", None)
+            if prepare is not None:  # e.g. phase 2's teacher logits: every process, first
+                prepare()
+            return self._train()
+
+    def _train(self) -> TrainResult:
         for m in self.modules:
             m.train()
-        bar = tqdm(
-            total=self.total_steps,
-            initial=self.pos.step,
-            desc=self.desc,
-            unit="step",
-            disable=not self.dist.is_main,
-        )
-        evaluated_at = -1
+        progress = Progress(self.total_steps, self.pos.step, self.desc, self.dist.is_main)
         try:
-            while self.pos.step < self.total_steps:
-                for group in self._groups_left_in_epoch():
-                    stats = self._step(group)
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{stats['loss']:.4f}")
-                    self._maybe_log(stats)
-                    if self.cfg.eval_steps and self.pos.step % self.cfg.eval_steps == 0:
-                        self._evaluate()
-                        evaluated_at = self.pos.step
-                    if self.cfg.save_steps and self.pos.step % self.cfg.save_steps == 0:
-                        self._save_step_checkpoint()
-                    if self.pos.step >= self.total_steps:
-                        break
-                else:  # the epoch ran out of batches
-                    self.pos.epoch, self.pos.batch = self.pos.epoch + 1, 0
-                    if evaluated_at != self.pos.step:
-                        self._evaluate()
-                        evaluated_at = self.pos.step
-        except KeyboardInterrupt:
-            self._save_step_checkpoint()
-            raise UserError(
-                f"{self.desc}: interrupted at step {self.pos.step}; a checkpoint was saved in "
-                f"{self.out_dir} — run the same command with resume=auto to continue"
+            with self._signals:
+                while self.pos.step < self.total_steps:
+                    for group in self._groups_left_in_epoch():
+                        stats = self._step(group)
+                        progress.update(self.pos.step, stats["loss"])
+                        self._maybe_log(stats)
+                        if self.cfg.eval_steps and self.pos.step % self.cfg.eval_steps == 0:
+                            self._evaluate()
+                        if self.cfg.save_steps and self.pos.step % self.cfg.save_steps == 0:
+                            self._save_step_checkpoint()
+                        if self.pos.step >= self.total_steps:
+                            break
+                        self._stop_if_signalled()
+                    else:  # the epoch ran out of batches
+                        self.pos.epoch, self.pos.batch = self.pos.epoch + 1, 0
+                        if self.pos.evaluated_at != self.pos.step:
+                            self._evaluate()
+                        if self.pos.step < self.total_steps:
+                            self._stop_if_signalled()
+                if self.pos.evaluated_at != self.pos.step:
+                    self._evaluate()
+                result = self._finish()
+        except KeyboardInterrupt:  # not at a step boundary (a third signal): save nothing
+            newest = ckpt.step_checkpoints(self.out_dir)
+            where = (
+                f"the newest checkpoint is {newest[-1]}: run the same command with resume=auto "
+                "to continue from it"
+                if newest
+                else "no checkpoint was saved yet"
+            )
+            raise Interrupted(
+                f"{self.desc}: interrupted during step {self.pos.step + 1}, which was not "
+                f"saved; {where}",
+                self._signals.signum or signal.SIGINT,
             ) from None
         finally:
-            bar.close()
-        if evaluated_at != self.pos.step:
-            self._evaluate()
-        result = self._finish()
+            progress.close()
+        self._warn_if_constant()
         self.dist.barrier()  # final/ is on disk before any process goes on to read it
+        signum = self.dist.max_int(self._signals.signum)
+        if signum:  # it came during the last step: the stage is done, the command stops here
+            raise Interrupted(
+                f"{self.desc}: finished ({result.final_dir}) as {signal.Signals(signum).name} "
+                "came; stopping here: run the same command with resume=auto to go on",
+                signum,
+            )
         return result
 
-    def _skip_finished(self) -> TrainResult:
-        final = self.out_dir / "final"
-        state = ckpt.load_state(final)
-        self.model.load_state_dict(state["model"])
-        self.pos = Position(**state["position"])
+    def _stop_if_signalled(self) -> None:
+        """At a step boundary: if any process got SIGINT/SIGTERM, save this step and stop."""
+        signum = self.dist.max_int(self._signals.signum)
+        if not signum:
+            return
+        target = self.out_dir / f"checkpoint-{self.pos.step}"
+        if self.pos.step == 0:
+            where = "no step was done, nothing to save"
+        else:
+            if not (target / ckpt.STATE_FILE).is_file():
+                self._save_step_checkpoint()
+            self.dist.barrier()
+            where = f"saved in {target}; run the same command with resume=auto to continue"
+        raise Interrupted(
+            f"{self.desc}: stopped by {signal.Signals(signum).name} at step {self.pos.step} "
+            f"of {self.total_steps}; {where}",
+            signum,
+        )
+
+    @contextlib.contextmanager
+    def _claim(self) -> Iterator[None]:
+        """Lock the stage folder (main process) and clean what a killed run left in it."""
+        with contextlib.ExitStack() as stack:
+            error = None
+            if self.dist.is_main:
+                try:
+                    stack.enter_context(ckpt.stage_lock(self.out_dir))
+                    ckpt.clean_leftovers(self.out_dir)
+                    if self.ctx.resume_for(self.out_dir) is None:
+                        ckpt.check_unused(self.out_dir)
+                except UserError as exc:
+                    error = str(exc)
+            for message in self.dist.gather(error):
+                if message:
+                    raise UserError(message)
+            yield
+
+    def _skip_finished(self, final: Path, state: dict) -> TrainResult:
+        load_weights(final, self.model, state["model"], "model")
+        self.pos = _position(state)
         if self.dist.is_main:
             tqdm.write(f"{self.desc}: already finished ({final}); skipping")
         return self._result()
@@ -274,7 +404,7 @@ class Trainer:
         """This process's rows of a global micro-batch, on the device (None if it has none).
 
         Distributed, the batch also carries the global batch's row, token and token-pair counts
-        that the losses average over (see objectives.py).
+        (and scored-token count, for token tasks) that the losses average over (objectives.py).
         """
         if self.dist.enabled:
             lengths = self.lengths[indices].astype(np.float64)
@@ -283,6 +413,8 @@ class Trainer:
                 "norm_tokens": lengths.sum(),
                 "norm_pairs": np.square(lengths).sum(),
             }
+            if self.scored is not None:
+                norms["norm_scored"] = float(self.scored[indices].sum())
             indices = indices[self.dist.rank :: self.dist.world]
             if not indices:
                 return None
@@ -295,18 +427,17 @@ class Trainer:
         """One optimizer step over `group` micro-batches (gradient accumulation)."""
         t0 = time.perf_counter()
         totals: dict[str, float] = {}
+        bad_loss: float | None = None
         for k, indices in enumerate(group):
             batch = self._local_batch(indices)
             # Accumulating under DDP: all-reduce the gradients once, after the last micro-batch.
             defer = self.dist.enabled and k < len(group) - 1
-            no_sync = self.objective.no_sync if defer else contextlib.nullcontext
+            ddp = self.objective if isinstance(self.objective, DistributedDataParallel) else None
+            no_sync = ddp.no_sync if defer and ddp is not None else contextlib.nullcontext
             with no_sync(), autocast(self.device, self.precision):
                 loss, parts = self.objective(batch)
-            if not torch.isfinite(loss):
-                raise UserError(
-                    f"{self.desc}: loss became {loss.item()} at step {self.pos.step + 1}; "
-                    "lower the learning rate or use precision=fp32"
-                )
+            if bad_loss is None and not torch.isfinite(loss):
+                bad_loss = loss.item()  # every process still runs backward (DDP's all-reduce)
             # DDP averages gradients over processes; each slice's loss is already a share of
             # the global batch's, so scale back up to a sum.
             scaled = loss * (self.dist.world / len(group))
@@ -314,9 +445,16 @@ class Trainer:
                 self.scaler.scale(scaled).backward()
             for key, value in {"loss": loss.item(), **parts}.items():
                 totals[key] = totals.get(key, 0.0) + value / len(group)
+        if self.dist.max_int(int(bad_loss is not None)):  # every process stops, or none
+            value = "nan or inf on another process" if bad_loss is None else bad_loss
+            raise self._diverged(f"the loss became {value}", self.pos.step + 1)
         self.scaler.unscale_(self.optimizer)
         max_norm = self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+        # fp16: the scaler skips a step whose gradients overflowed. Otherwise a non-finite
+        # gradient (all-reduced: the same on every process) would make the weights nan.
+        if not self.scaler.is_enabled() and not math.isfinite(float(grad_norm)):
+            raise self._diverged(f"the gradient norm became {float(grad_norm)}", self.pos.step + 1)
         scale_before = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -356,6 +494,7 @@ class Trainer:
         self.log.write(record)
 
     def _evaluate(self) -> None:
+        self.pos.evaluated_at = self.pos.step
         if self.evaluation is None:
             return
         for m in self.modules:
@@ -376,25 +515,35 @@ class Trainer:
             )
         if self.pos.best_metric is None or value > self.pos.best_metric:
             self.pos.best_metric, self.pos.best_step = value, self.pos.step
+            self.pos.best_constant = _constant_predictor(metrics)
+            self._check_weights("best/")
             if self.dist.is_main:
-                ckpt.write_atomic(self.out_dir / "best", lambda d: self.save_model(self.model, d))
+                with self._signals.saving():
+                    ckpt.write_atomic(
+                        self.out_dir / "best", lambda d: self.save_model(self.model, d)
+                    )
         if not self.dist.is_main:
             return
         tqdm.write(
             f"{self.desc} step {self.pos.step}: {metric} = {value:.4f}; "
             f"best {metric} = {self.pos.best_metric:.4f} at step {self.pos.best_step}"
         )
-        if self.pos.best_step == self.pos.step and _constant_predictor(metrics):
+
+    def _warn_if_constant(self) -> None:
+        """Once training is over: warn if the model kept as best/ answers one class for every
+        dev row (an early best that later evaluations replaced is no reason to warn)."""
+        if self.dist.is_main and self.pos.best_constant:
             tqdm.write(
-                f"warning: {self.desc}: the model kept as best/ (step {self.pos.step}) predicts "
-                "one class for every dev row; it has not learned the task yet (train longer, "
-                "or check the learning rate and data)"
+                f"warning: {self.desc}: the model kept as best/ (step {self.pos.best_step}) "
+                "predicts one class for every dev row; it has not learned the task yet (train "
+                "longer, or check the learning rate and data)",
+                file=sys.stderr,
             )
 
     # ------------------------------------------------------------------ checkpoints
 
     def _state(self) -> dict:
-        state = {
+        state: dict[str, Any] = {
             "position": asdict(self.pos),
             "model": self.model.state_dict(),
             "extra": self.extra.state_dict() if self.extra is not None else None,
@@ -404,12 +553,14 @@ class Trainer:
             "skipped_steps": self.skipped_steps,
             "total_steps": self.total_steps,
             "rng_cpu": torch.get_rng_state(),
+            "fingerprint": self.fingerprint,
         }
         if torch.cuda.is_available():
             state["rng_cuda"] = torch.cuda.get_rng_state_all()
         return state
 
     def _write_checkpoint(self, target: Path) -> None:
+        self._check_weights(f"{target.name}/")
         if not self.dist.is_main:
             return
 
@@ -417,12 +568,50 @@ class Trainer:
             self.save_model(self.model, tmp)
             ckpt.save_state(tmp, self._state())
 
-        ckpt.write_atomic(target, write)
+        with self._signals.saving():
+            ckpt.write_atomic(target, write)
 
     def _save_step_checkpoint(self) -> None:
         self._write_checkpoint(self.out_dir / f"checkpoint-{self.pos.step}")
         if self.dist.is_main:
-            ckpt.rotate(self.out_dir, self.cfg.max_checkpoints)
+            with self._signals.saving():
+                ckpt.rotate(self.out_dir, self.cfg.max_checkpoints)
+
+    # ------------------------------------------------------------------ divergence
+
+    def _check_weights(self, what: str) -> None:
+        """Refuse to write `what` (best/, a checkpoint) from weights holding nan or inf, or
+        larger than WEIGHT_LIMIT: a run that diverged, whose loss may still be finite."""
+        bad = unsound_weight(self.modules)
+        if bad is None:
+            return
+        name, value = bad
+        problem = (
+            f"the weights hold nan or inf ({name})"
+            if not math.isfinite(value)
+            else f"the weights grew absurdly large (|{name}| up to {value:.3g} > {WEIGHT_LIMIT:g})"
+        )
+        raise self._diverged(f"{problem}, found before writing {what}")
+
+    def _diverged(self, what: str, step: int | None = None) -> UserError:
+        """The error that ends a diverged run: start over with a lower learning rate, and which
+        checkpoint (if any) was saved before it with sound weights (see _check_weights)."""
+        step = self.pos.step if step is None else step
+        lr = f"{self.section}.lr" if self.section else "lr"
+        fix = f"a lower learning rate ({lr}, now {self.cfg.lr:g})"
+        if self.precision != "fp32":
+            fix += f" or precision=fp32 (now {self.precision})"
+        last = last_sound_checkpoint(self.out_dir, step)
+        tail = (
+            f"the last checkpoint saved before it, {last} (weights sound), can be named to go "
+            f"on from there (resume={last}; with unchanged settings the same steps follow)"
+            if last is not None
+            else "no checkpoint with sound weights was saved before it"
+        )
+        return UserError(
+            f"{self.desc}: training diverged at step {step}: {what}; nothing of that step was "
+            f"saved. Start over in a new output_dir with {fix}; {tail}"
+        )
 
     def _finish(self) -> TrainResult:
         final = self.out_dir / "final"
@@ -444,37 +633,77 @@ class Trainer:
             last_eval=self.last_eval,
         )
 
-    def _restore(self, resume: str | Path | None) -> bool:
-        """Load a checkpoint's full state. Returns False when there is nothing to resume."""
-        if resume is None:
-            return False
-        if str(resume) == "auto":
-            found = ckpt.step_checkpoints(self.out_dir)
-            if not found:
-                return False
-            resume = found[-1]
-        path = Path(resume)
-        if not (path / ckpt.STATE_FILE).is_file():
-            raise UserError(f"resume: {path} is not a checkpoint (no {ckpt.STATE_FILE} in it)")
-        state = ckpt.load_state(path)
-        if state["total_steps"] != self.total_steps:
-            raise UserError(
-                f"resume: {path} was made for {state['total_steps']} steps but this run has "
-                f"{self.total_steps}; resume with the same epochs, batch_size and grad_accum"
-            )
-        self.model.load_state_dict(state["model"])
+    # ------------------------------------------------------------------ resume
+
+    @functools.cached_property
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings that define this stage's run, saved in every checkpoint: a resume with
+        other values is refused (`_check_resume`). The TrainConfig fields except those that may
+        change on resume (`RESUMABLE`), the precision actually used, the recipe's `settings`
+        (task, model, student, distillation, seed, ...) and the training data."""
+        prefix = f"{self.section}." if self.section else ""
+        out = {prefix + k: plain(v) for k, v in asdict(self.cfg).items() if k not in RESUMABLE}
+        out[prefix + "precision"] = self.precision  # as resolved (precision=auto)
+        out.update({k: plain(v) for k, v in self.settings.items()})
+        out["training data"] = data_fingerprint(self.lengths, self.collate)
+        return out
+
+    def _check_resume(self, path: Path, state: dict) -> None:
+        """Refuse a checkpoint made with other settings, or past this run's last step."""
+        check_settings(path, state.get("fingerprint") or {}, self.fingerprint)
+        prefix = f"{self.section}." if self.section else ""
+        asked = (
+            f"{prefix}max_steps={self.cfg.max_steps}"
+            if self.cfg.max_steps
+            else f"{prefix}epochs={self.cfg.epochs:g}"
+        )
+        check_length(path, state["position"]["step"], self.total_steps, asked)
+
+    def _write_config(self, source: Path | None, state: dict | None) -> None:
+        if self.dist.is_main and self.ctx.config_text is not None:
+            step = state["position"]["step"] if state is not None else None
+            write_config(self.out_dir, self.ctx.config_text, source, step)
+
+    def _load(self, path: Path, state: dict) -> None:
+        """Load a checkpoint's full state: weights, optimizer, schedule, position, RNG."""
+        load_weights(path, self.model, state["model"], "model")
         if self.extra is not None:
-            self.extra.load_state_dict(state["extra"])
-        self.optimizer.load_state_dict(state["optimizer"])
+            load_weights(path, self.extra, state.get("extra"), "extra modules")
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise UserError(
+                f"resume: {path} holds an optimizer state that does not fit this run "
+                f"({' '.join(str(exc).split())}); name a checkpoint of this run"
+            ) from None
         self.scheduler.load_state_dict(state["scheduler"])
+        planned = state["total_steps"]
+        if planned != self.total_steps:  # max_steps/epochs changed: the new length's schedule
+            sched = self.scheduler
+            for group, base, factor in zip(
+                self.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas, strict=True
+            ):
+                group["lr"] = base * factor(sched.last_epoch)
+            sched._last_lr = [group["lr"] for group in self.optimizer.param_groups]
         self.scaler.load_state_dict(state["scaler"])
         self.skipped_steps = state["skipped_steps"]
-        self.pos = Position(**state["position"])
+        self.pos = _position(state)
         torch.set_rng_state(state["rng_cpu"])
         if "rng_cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
         if self.dist.enabled:  # the saved RNG state is rank 0's; give the others their own
             torch.manual_seed(self.seed + self.dist.rank + self.pos.step)
         if self.dist.is_main:
-            tqdm.write(f"{self.desc}: resumed from {path} at step {self.pos.step}")
-        return True
+            self.log.resume_at(self.pos.step)
+            note = (
+                f" (planned for {planned} steps, now {self.total_steps}: the learning rate "
+                "follows the new length's schedule from here)"
+                if planned != self.total_steps
+                else ""
+            )
+            tqdm.write(f"{self.desc}: resumed from {path} at step {self.pos.step}{note}")
+
+
+def _position(state: dict) -> Position:
+    known = {f for f in Position.__dataclass_fields__}
+    return Position(**{k: v for k, v in state["position"].items() if k in known})

@@ -13,7 +13,8 @@ def param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict]:
 
     BERT practice (and the TinyBERT scripts): decaying LayerNorm gains or biases only hurts.
     """
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for module in modules:
         for name, p in module.named_parameters():
             if not p.requires_grad:

@@ -2,8 +2,9 @@
 
 On CPUs bf16 is a gamble: about 1.5x faster than fp32 with AVX512-BF16 or AMX, but about 10x
 slower on AVX2-only machines, where it is emulated. `auto` therefore measures: a training-sized
-matmul in both precisions, once per machine and torch version (cached in ~/.cache/tinybert).
-On a CUDA GPU `auto` is bf16 where the GPU supports it (Ampere and newer), else fp32.
+matmul in both precisions, once per machine, torch version and thread count (cached in
+$TINYBERT_CACHE, else ~/.cache/tinybert; a missing, unreadable or corrupt cache is measured
+again). On a CUDA GPU `auto` is bf16 where the GPU supports it (Ampere and newer), else fp32.
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ from pathlib import Path
 
 import torch
 
-CACHE = Path(os.environ.get("TINYBERT_CACHE", Path.home() / ".cache" / "tinybert"))
+
+def cache_dir() -> Path:
+    """Where the probe's result is kept: $TINYBERT_CACHE (read at each call), else
+    ~/.cache/tinybert."""
+    return Path(os.environ.get("TINYBERT_CACHE") or Path.home() / ".cache" / "tinybert")
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -41,10 +46,10 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 def _cpu_bf16_is_faster() -> bool:
     key = f"{platform.machine()}-{_cpu_name()}-torch{torch.__version__}-threads{torch.get_num_threads()}"
-    path = CACHE / "bf16_probe.json"
+    path = cache_dir() / "bf16_probe.json"
     cached = _read_cache(path)
-    if key in cached:
-        return bool(cached[key])
+    if isinstance(cached.get(key), bool):  # anything else is a corrupt entry: measure again
+        return cached[key]
     faster = bf16_matmul_speedup() > 1.25
     cached[key] = faster
     try:

@@ -1,0 +1,154 @@
+"""Resuming a stage: which checkpoint, and whether it belongs to this run.
+
+Every checkpoint records a fingerprint of the settings that define its run (`Trainer.fingerprint`:
+the stage's TrainConfig except RESUMABLE, the precision used, the recipe's settings and the
+training data). A resume with other values is refused, naming each key with both values, so a
+resumed run never trains on settings that config.yaml does not show.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tinybert.errors import UserError
+from tinybert.train import checkpoint as ckpt
+
+# TrainConfig fields that may change when a run resumes: how long it runs (a finished stage
+# then goes on from final/, the rest of the learning-rate schedule following the new length),
+# and when it evaluates, saves and logs. Every other field must stay as the checkpoint has it.
+RESUMABLE = frozenset(
+    {"epochs", "max_steps", "eval_steps", "save_steps", "log_steps", "max_checkpoints"}
+    | {"eval_batch_size"}
+)
+
+
+def plain(value: Any) -> Any:
+    """Tuples as lists, so a value compares equal after a round trip through torch.save."""
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def data_fingerprint(lengths: np.ndarray, collate: Callable[[list[int]], dict]) -> str:
+    """Rows, a hash of every row's length and of the first, middle and last rows' tensors."""
+    n = len(lengths)
+    digest = hashlib.sha256(lengths.tobytes())
+    for i in sorted({0, n // 2, n - 1}):
+        batch = collate([i])
+        for key in sorted(batch):
+            digest.update(key.encode())
+            value = batch[key]
+            try:
+                digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+            except (AttributeError, TypeError, RuntimeError):
+                digest.update(repr(value).encode())
+    return f"{n} rows, sha256 {digest.hexdigest()[:16]}"
+
+
+def find_resume(mode: str | None, out_dir: Path) -> tuple[Path | None, dict | None]:
+    """The checkpoint to resume from and its state, or (None, None) to start afresh.
+
+    mode: None (start afresh), "auto", or a checkpoint path of this stage. resume=auto takes the
+    newest of the step checkpoints and final/ (final/ at equal steps: the stage is finished, or
+    is extended to more steps from there)."""
+    if mode is None:
+        return None, None
+    if mode != "auto":
+        path = Path(mode)
+        if not (path / ckpt.STATE_FILE).is_file():
+            raise UserError(f"resume: {path} is not a checkpoint (no {ckpt.STATE_FILE} in it)")
+        return path, read_state(path)
+    found = ckpt.step_checkpoints(out_dir)
+    final = out_dir / "final"
+    if (final / ckpt.STATE_FILE).is_file():
+        state = read_state(final)
+        if not found or ckpt.step_of(found[-1]) <= state["position"]["step"]:
+            return final, state
+    if not found:
+        return None, None
+    return found[-1], read_state(found[-1])
+
+
+def read_state(path: Path) -> dict:
+    try:
+        return ckpt.load_state(path)
+    except Exception as exc:  # truncated, foreign or unpicklable
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise UserError(
+            f"resume: cannot read {path / ckpt.STATE_FILE} ({reason}); name another "
+            "checkpoint with resume=<path>, or delete this one"
+        ) from None
+
+
+def check_settings(path: Path, saved: Mapping[str, Any], now: Mapping[str, Any]) -> None:
+    """Refuse a checkpoint made with other settings (fingerprints, see module docstring)."""
+    changed = [k for k in saved if k in now and saved[k] != now[k]]
+    if changed:
+        what = "; ".join(f"{k}: saved {saved[k]!r}, now {now[k]!r}" for k in changed)
+        raise UserError(
+            f"resume: {path} was made with other settings ({what}); these cannot change "
+            "when resuming: set them back, or start a new run in another output_dir"
+        )
+
+
+def check_length(path: Path, step: int, total_steps: int, asked: str) -> None:
+    """Refuse a checkpoint past this run's last step (`asked`: e.g. "finetune.max_steps=5")."""
+    if step > total_steps:
+        raise UserError(
+            f"resume: {path} is at step {step}, past this run's {total_steps} steps "
+            f"({asked}); ask for at least {step} steps, or start a new run in another output_dir"
+        )
+
+
+def write_config(out_dir: Path, text: str, source: Path | None, step: int | None) -> None:
+    """<stage>/config.yaml: the configuration this run trains with (written atomically)."""
+    if source is not None:
+        text = f"# resumed from {source} at step {step}\n{text}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / "config.yaml.tmp"
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, out_dir / "config.yaml")
+
+
+def load_weights(path: Path, module: nn.Module, tensors: dict | None, what: str) -> None:
+    """Load a checkpoint's tensors into `module`, or one line saying how they differ."""
+    try:
+        if tensors is None:
+            raise RuntimeError("none saved")
+        module.load_state_dict(tensors)
+    except RuntimeError:
+        raise UserError(
+            f"resume: {path} does not fit this run's {what} "
+            f"({mismatch(module.state_dict(), tensors or {})}); it was made by another "
+            "run: name a checkpoint of this one, or use another output_dir"
+        ) from None
+
+
+def mismatch(own: Mapping[str, torch.Tensor], saved: Mapping[str, Any]) -> str:
+    """How a checkpoint's tensors differ from a module's: the first shape difference, and how
+    many names are missing or extra."""
+    parts = []
+    shapes = [
+        (k, tuple(saved[k].shape), tuple(v.shape))
+        for k, v in own.items()
+        if k in saved and hasattr(saved[k], "shape") and tuple(saved[k].shape) != tuple(v.shape)
+    ]
+    if shapes:
+        key, theirs, ours = shapes[0]
+        more = f" and {len(shapes) - 1} more" if len(shapes) > 1 else ""
+        parts.append(f"{key}: checkpoint {list(theirs)}, this run {list(ours)}{more}")
+    missing = [k for k in own if k not in saved]
+    extra = [k for k in saved if k not in own]
+    if missing:
+        parts.append(f"{len(missing)} tensors missing from the checkpoint, e.g. {missing[0]}")
+    if extra:
+        parts.append(f"{len(extra)} tensors this run does not have, e.g. {extra[0]}")
+    return "; ".join(parts) or "it cannot be loaded"
