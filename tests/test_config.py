@@ -18,7 +18,7 @@ def test_every_config_file_loads(path):
 
 
 def test_task_config_includes_student_shape():
-    cfg = load_run_config([Path("configs/sst2.yaml").resolve()])
+    cfg = load_run_config([Path(__file__).resolve().parents[1] / "configs/sst2.yaml"])
     assert (cfg.student.num_hidden_layers, cfg.student.hidden_size) == (4, 312)
     assert cfg.task.max_seq_length == 64 and cfg.prediction.lr == 3e-5
 

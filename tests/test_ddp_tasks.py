@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -21,6 +22,16 @@ def assert_same_weights(a: Path, b: Path) -> None:
     assert one.keys() == two.keys()
     for key in one:
         torch.testing.assert_close(two[key], one[key], atol=1e-6, rtol=0, msg=key)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The in-process 1-process runs use one thread, as the torchrun children do
+    (OMP_NUM_THREADS=1): then both sum in the same order, whatever an earlier test set."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def count_teacher_logits(monkeypatch) -> list[int]:

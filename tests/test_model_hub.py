@@ -281,8 +281,8 @@ def test_bad_config_and_corrupt_weights(tmp_path):
 
 
 def test_bad_head_name(tmp_path):
-    with pytest.raises(UserError, match="unknown model head 'mlm'"):
-        load_model(tmp_path, head="mlm")
+    with pytest.raises(UserError, match="unknown model head 'qa'"):
+        load_model(tmp_path, head="qa")
 
 
 def test_saved_files_are_plain_and_contiguous(tmp_path):

@@ -125,3 +125,25 @@ def test_prediction_loss_looks_up_cached_logits_by_index(teacher):
     p = torch.softmax(logits, -1)
     entropy = -(p * p.log()).sum(-1).mean()  # soft CE of a model against itself
     assert loss_fn(reordered)[0].item() == pytest.approx(entropy.item(), abs=1e-6)
+
+
+def test_token_logits_are_one_contiguous_tensor():
+    """Token tasks' cached logits: one (total_tokens, C) tensor, row i a view of its tokens."""
+    from tinybert.train.inference import TokenLogits, logits_over
+
+    lengths = [3, 1, 2]
+    table = torch.arange(6 * 4, dtype=torch.float32).view(6, 4)  # (B=3, T=2, C=4) below
+
+    def fn(inputs):  # (B, T, C): row r's token t gets table[r * 2 + t]
+        b, t = inputs["input_ids"].shape
+        return torch.stack([table[(3 * i) % 6 : (3 * i) % 6 + t] for i in range(b)])
+
+    collate = lambda idx: {  # noqa: E731
+        k: torch.zeros(len(idx), max(lengths[i] for i in idx), dtype=torch.long)
+        for k in ("input_ids", "attention_mask", "token_type_ids")
+    }
+    out = logits_over(fn, lengths, collate, batch_size=2)
+    assert isinstance(out, TokenLogits) and len(out) == 3
+    assert out.values.shape == (6, 4) and out.values.is_contiguous()
+    assert [tuple(out[i].shape) for i in range(3)] == [(3, 4), (1, 4), (2, 4)]
+    assert out[1].data_ptr() == out.values[3].data_ptr()  # a view, not a copy

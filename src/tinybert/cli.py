@@ -9,6 +9,8 @@
                           [--config configs/sst2.yaml]     # -> .../best/onnx
     tinybert evaluate     --config configs/sst2.yaml --model .../best/onnx [--precision int8]
     tinybert predict      --model .../best/onnx sentences.tsv [--output out.jsonl]
+    tinybert augment      --config configs/sst2.yaml augment.word_vectors=glove.txt.gz \
+                          [augment.mlm=bert-base-uncased/]   # -> <output_dir>/augmented/
     tinybert show-config  --config configs/sst2.yaml [key.sub=value ...]
 
 Every training command also runs under `torchrun --nproc_per_node N tinybert ...` (DDP).
@@ -79,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
         "writes <output_dir>/student",
         "evaluate": "evaluate a saved model (PyTorch) or an export folder (ONNX Runtime) on the "
         "task's dev split(s); prints and writes JSON",
+        "augment": "TinyBERT's data augmentation of the task's training split (augment.*: "
+        "masked-LM and word-vector candidates); writes <output_dir>/augmented/<train file> in "
+        "the task's format, for task.train_file",
         "show-config": "print the merged, checked configuration as YAML",
         "init-model": "write a randomly initialised BERT of shape student.* with a given "
         "vocabulary (a teacher to fine-tune from scratch where no pre-trained one exists)",
@@ -444,6 +449,13 @@ def run(argv: list[str] | None = None) -> int:
                 f", best {result.best_metric} at step {result.best_step}" if result.best_dir else ""
             )
             print(f"{phase}: {result.steps} steps{best} -> {result.best_dir or result.final_dir}")
+    elif args.command == "augment":
+        from tinybert.recipes.augment import run_augment
+
+        augmented = run_augment(cfg)
+        print("\n".join(augmented.summary.lines()))
+        print(f"-> {augmented.output} (summary: {augmented.summary_path})")
+        print(f"train on it with task.train_file={augmented.output}")
     elif args.command == "evaluate":
         _evaluate(args, cfg)
     elif args.command == "init-model":

@@ -174,6 +174,9 @@ class TaskConfig(_Checked):
     # wrong vocab.txt turns words into [UNK]); true accepts it, e.g. for a table padded to x8.
     allow_smaller_vocab: bool = False
     # A data_dir holding schema.json is read as the seed's TFRecord data (train*/dev*.tfrecord).
+    # Train on this file (in the task's own format, e.g. `tinybert augment` output) instead of
+    # the train split in data_dir; "" = data_dir's. Dev splits still come from data_dir.
+    train_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -256,6 +259,37 @@ class DistillConfig(_Checked):
 
 
 @dataclass(frozen=True)
+class AugmentConfig(_Checked):
+    """`tinybert augment`: TinyBERT's data augmentation of a task's training split."""
+
+    # a Hugging Face BERT directory with a masked-LM head; "" = none (every word uses vectors)
+    mlm: str = ""
+    # GloVe or word2vec text format ("N D" header line), plain or .gz; neighbours by cosine
+    word_vectors: str = ""
+    # read only the first N vectors (the files are sorted by frequency); null = all
+    max_vectors: Annotated[int, Range(ge=1)] | None = None
+    n: Annotated[int, Range(ge=1)] = 20  # augmented copies per training example
+    p: Annotated[float, Range(ge=0, le=1)] = 0.4  # chance that a word of a copy is replaced
+    k: Annotated[int, Range(ge=1)] = 15  # candidates per word, one drawn uniformly
+    seed: Annotated[int, Range(ge=0, le=MAX_SEED)] | None = None  # null = the top-level seed
+    # which text fields of a pair task are augmented: a (first), b (second); single-sentence
+    # tasks have only a. Every copy replaces words in all of them.
+    fields: tuple[Literal["a", "b"], ...] = ("a", "b")
+    dedupe: bool = True  # drop a copy equal to its original or an earlier copy (as the reference)
+    batch_size: Annotated[int, Range(ge=1)] = 128  # masked sentences per MLM forward pass
+    precision: Precision = "auto"  # of the MLM's forward passes
+    output: str = ""  # the augmented file; "" = <output_dir>/augmented/<train file name>
+
+    def _check_together(self) -> None:
+        if not self.fields or len(set(self.fields)) != len(self.fields):
+            raise ConfigValueError(
+                type(self).__name__,
+                ("fields",),
+                f"must name a, b or both, each once, got {list(self.fields)!r}",
+            )
+
+
+@dataclass(frozen=True)
 class RunConfig(_Checked):
     """Everything one `tinybert` command needs. Each command reads the sections it uses."""
 
@@ -270,6 +304,7 @@ class RunConfig(_Checked):
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     finetune: TrainConfig = field(default_factory=TrainConfig)
     intermediate: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, lr=5e-5))
     prediction: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, lr=3e-5))

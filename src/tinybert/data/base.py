@@ -12,7 +12,9 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TextIO
+
+from tinybert.errors import UserError
 
 OnError = Literal["raise", "skip"]
 
@@ -60,6 +62,7 @@ class RowError(Exception):
 
 
 Rows = Iterator[Example | RowError]
+WriteRow = Callable[[Example], None]  # writes one example to a file (see Reader.write)
 
 
 @dataclass(frozen=True)
@@ -67,13 +70,17 @@ class Reader:
     """One file format behind the task registry (see tasks.py).
 
     spec(name, labels, regression) -> TaskSpec; rows(task, path) -> Examples or RowErrors;
-    describe(task) -> the expected file layout in words, for "file not found" messages.
+    describe(task) -> the expected file layout in words, for "file not found" messages;
+    write(task, file) -> a function writing one Example a call to the open text file (`file`
+    opened with newline=""), in this format, so that `rows` reads it back (the header, if any,
+    is written first); None where the format cannot be written (NER spans).
     """
 
     names: tuple[str, ...]
     spec: Callable[[str, Sequence[str] | None, bool], TaskSpec]
     rows: Callable[[TaskSpec, Path], Rows]
     describe: Callable[[TaskSpec], str]
+    write: Callable[[TaskSpec, TextIO], WriteRow] | None = None
 
 
 # --------------------------------------------------------------------------- lines
@@ -167,3 +174,20 @@ def score_field(task: TaskSpec, value: object, source: str) -> float:
 
 def clip(text: str, n: int = 80) -> str:
     return text if len(text) <= n else text[:n] + "..."
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def label_text(label: str | float | None) -> str:
+    """A label as written to a file: a class name as is, a score exactly (repr: 3.8 -> '3.8')."""
+    if label is None:
+        raise ValueError("label_text: an unlabelled example cannot be written as training data")
+    return label if isinstance(label, str) else repr(float(label))
+
+
+def tsv_field(text: str, source: str) -> str:
+    """A text for a tab-separated line; a tab or line break in it would shift or split the row."""
+    if "\t" in text or "\n" in text:
+        raise UserError(f"{source}: the text holds a tab or line break; TSV cannot hold it")
+    return text

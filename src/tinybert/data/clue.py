@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 from tinybert.data.base import (
     Example,
@@ -20,8 +21,10 @@ from tinybert.data.base import (
     RowError,
     Rows,
     TaskSpec,
+    WriteRow,
     json_object,
     jsonl_rows,
+    label_text,
     physical_lines,
     text_field,
 )
@@ -292,4 +295,25 @@ def _rows(task: TaskSpec, path: Path) -> Rows:
     return (tnews_rows if task.name == "tnews" else cluener_rows)(task, path)
 
 
-READER = Reader(names=("tnews", "cluener"), spec=_spec, rows=_rows, describe=_describe)
+def _writer(task: TaskSpec, f: TextIO) -> WriteRow:
+    """TNEWS lines {"label": code, "label_desc": name, "sentence": ..., "keywords": ""} (the
+    keywords are not kept by the reader). CLUENER cannot be written: its entity spans are
+    character offsets into the text."""
+    if task.name != "tnews":
+        raise UserError(
+            f"task {task.name!r}: its labels are entity spans (character offsets into the text), "
+            "which cannot be written for changed text"
+        )
+    codes = {desc: code for code, desc in TNEWS_CODES.items()}
+
+    def write(ex: Example) -> None:
+        name = label_text(ex.label)
+        obj = {"label": codes[name], "label_desc": name, "sentence": ex.text_a, "keywords": ""}
+        f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+
+    return write
+
+
+READER = Reader(
+    names=("tnews", "cluener"), spec=_spec, rows=_rows, describe=_describe, write=_writer
+)

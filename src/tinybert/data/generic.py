@@ -10,8 +10,10 @@ Files are train.<jsonl|csv> and dev.<jsonl|csv> in task.data_dir. Class names co
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 from tinybert.data.base import (
     Example,
@@ -19,10 +21,12 @@ from tinybert.data.base import (
     RowError,
     Rows,
     TaskSpec,
+    WriteRow,
     clip,
     json_object,
     jsonl_rows,
     label_field,
+    label_text,
     text_field,
 )
 from tinybert.errors import UserError
@@ -123,4 +127,36 @@ def _csv_example(
         return e
 
 
-READER = Reader(names=("jsonl", "csv"), spec=_spec, rows=_rows, describe=_describe)
+def _writer(task: TaskSpec, f: TextIO) -> WriteRow:
+    """JSONL: {"text", "text_pair" (pairs only), "label"} a line; CSV: a header text[,text_pair],
+    label, then rows with CSV quoting. A regression label is written as a number. The first
+    example decides whether the file has a text_pair column (every row must then have one)."""
+    if task.name == "jsonl":
+
+        def write_json(ex: Example) -> None:
+            obj: dict = {"text": ex.text_a}
+            if ex.text_b is not None:
+                obj["text_pair"] = ex.text_b
+            obj["label"] = ex.label if task.is_regression else label_text(ex.label)
+            f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+
+        return write_json
+
+    out = csv.writer(f, lineterminator="\n")
+    pairs: list[bool] = []  # set by the first example
+
+    def write_csv(ex: Example) -> None:
+        if not pairs:
+            pairs.append(ex.text_b is not None)
+            out.writerow(["text", "text_pair", "label"] if pairs[0] else ["text", "label"])
+        if pairs[0] != (ex.text_b is not None):
+            raise UserError(
+                f"{ex.source}: some rows have a text_pair and some do not; CSV rows must agree"
+            )
+        texts = [ex.text_a] if ex.text_b is None else [ex.text_a, ex.text_b]
+        out.writerow([*texts, label_text(ex.label)])
+
+    return write_csv
+
+
+READER = Reader(names=("jsonl", "csv"), spec=_spec, rows=_rows, describe=_describe, write=_writer)

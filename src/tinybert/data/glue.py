@@ -7,9 +7,11 @@ on tabs by hand.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TextIO
 
 from tinybert.data.base import (
     Example,
@@ -17,10 +19,13 @@ from tinybert.data.base import (
     RowError,
     Rows,
     TaskSpec,
+    WriteRow,
     clip,
     label_field,
+    label_text,
     physical_lines,
     text_field,
+    tsv_field,
 )
 from tinybert.errors import UserError
 
@@ -139,6 +144,54 @@ def _describe(task: TaskSpec) -> str:
     return f"the official GLUE {layout.title} file ({layout.describe})"
 
 
+# The official columns of each train.tsv, written as the header by `_writer` (CoLA has none).
+_COLUMNS: dict[str, tuple[str, ...]] = {
+    "sst2": ("sentence", "label"),
+    "cola": ("source", "label", "original_label", "sentence"),
+    "mrpc": ("Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"),
+    "qqp": ("id", "qid1", "qid2", "question1", "question2", "is_duplicate"),
+    "stsb": (
+        "index", "genre", "filename", "year", "old_index", "source1", "source2",
+        "sentence1", "sentence2", "score",
+    ),
+    "mnli": (
+        "index", "promptID", "pairID", "genre", "sentence1_binary_parse",
+        "sentence2_binary_parse", "sentence1_parse", "sentence2_parse", "sentence1",
+        "sentence2", "label1", "gold_label",
+    ),
+    "qnli": ("index", "question", "sentence", "label"),
+    "rte": ("index", "sentence1", "sentence2", "label"),
+    "wnli": ("index", "sentence1", "sentence2", "label"),
+}  # fmt: skip
+# Columns the readers do not use that get the row number (the others stay empty).
+_ID_COLUMNS = frozenset({"index", "id", "qid1", "qid2", "#1 ID", "#2 ID", "promptID", "pairID"})
+
+
+def _writer(task: TaskSpec, f: TextIO) -> WriteRow:
+    """Rows in the official layout of `task`'s train.tsv: its header (not CoLA's: it has none),
+    text and label in the columns the reader takes them from, ids numbered, the rest empty
+    (MNLI's parses, STS-B's genre, ...). CoLA's marker column says `*` for label 0."""
+    layout, columns = _GLUE[task.name][1], _COLUMNS[task.name]
+    if layout.header is not None:
+        f.write("\t".join(columns) + "\n")
+    count = itertools.count()
+    label_col = layout.label % len(columns)
+
+    def write(ex: Example) -> None:
+        row = [str(next(count)) if name in _ID_COLUMNS else "" for name in columns]
+        row[layout.text_a] = tsv_field(ex.text_a, ex.source)
+        if layout.text_b is not None:
+            row[layout.text_b] = tsv_field(ex.text_b or "", ex.source)
+        row[label_col] = label_text(ex.label)
+        if task.name == "mnli":
+            row[columns.index("label1")] = row[label_col]
+        if task.name == "cola":
+            row[2] = "*" if ex.label == "0" else ""
+        f.write("\t".join(row) + "\n")
+
+    return write
+
+
 def _rows(task: TaskSpec, path: Path) -> Rows:
     layout = _GLUE[task.name][1]
     lines = physical_lines(path)
@@ -182,4 +235,4 @@ def _example(task: TaskSpec, layout: _TsvLayout, cols: list[str], source: str) -
     return Example(text_a, text_b, label_field(task, cols[layout.label], source), source)
 
 
-READER = Reader(names=tuple(_GLUE), spec=_spec, rows=_rows, describe=_describe)
+READER = Reader(names=tuple(_GLUE), spec=_spec, rows=_rows, describe=_describe, write=_writer)

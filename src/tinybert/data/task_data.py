@@ -60,6 +60,14 @@ def task_spec(cfg: TaskConfig) -> TaskSpec:
     return get_task(cfg.name, labels=cfg.labels, regression=cfg.regression)
 
 
+def train_path(cfg: TaskConfig) -> Path:
+    """The training file: task.train_file if given (e.g. `tinybert augment`'s output, in the
+    task's own format), else the task's train split in task.data_dir."""
+    if cfg.train_file:
+        return Path(cfg.train_file)
+    return Path(cfg.data_dir) / task_spec(cfg).train_split
+
+
 def check_metric(task: TaskSpec, name: str | None) -> None:
     """`task.metric` (None: the task's own) must be one of the metrics the task is scored by;
     the recipes check it before any training, not at the first evaluation."""
@@ -96,27 +104,33 @@ def load_task_data(
     seed_data = tfrecord.is_tfrecord_dir(data_dir)
     if seed_data and task.is_regression:
         raise UserError(f"{data_dir}: TFRecord data holds int64 label_ids; regression needs TSV")
+    train_file = train_path(cfg)
+    if seed_data and cfg.train_file:
+        raise UserError(
+            f"task.train_file={cfg.train_file}: {data_dir} holds TFRecord data, whose records are "
+            f"already tokenised; train_file is read as {task.name} text: use it with a data_dir "
+            "of text files"
+        )
     skipped: dict[str, int] = {}
 
-    def split(file: str, limit: int | None, sample: bool) -> TaskDataset:
+    def split(path: Path, limit: int | None, sample: bool) -> TaskDataset:
         if seed_data:  # the seed's pre-tokenised TFRecord split (train*.tfrecord, dev*.tfrecord)
-            data = tfrecord.task_dataset(data_dir, Path(file).stem, len(task.labels), n_vocab)
+            data = tfrecord.task_dataset(data_dir, path.stem, len(task.labels), n_vocab)
             return _limit(data, limit, sample, seed)
-        examples, n_bad = read_examples(task, data_dir / file, on_error=cfg.on_bad_row)
+        examples, n_bad = read_examples(task, path, on_error=cfg.on_bad_row)
         if n_bad:
-            skipped[str(data_dir / file)] = n_bad
+            skipped[str(path)] = n_bad
             if not quiet:
-                tqdm.write(
-                    f"{data_dir / file}: skipped {n_bad} malformed rows (task.on_bad_row=skip)"
-                )
+                tqdm.write(f"{path}: skipped {n_bad} malformed rows (task.on_bad_row=skip)")
         if limit is not None and limit < len(examples):
             # A seeded random sample, not the first rows: files are often sorted by label or length.
             examples = random.Random(seed).sample(examples, limit) if sample else examples[:limit]
         return encode_examples(tokenizer, examples, task, cfg.max_seq_length)
 
-    train_set = split(task.train_split, cfg.max_train_examples, True) if train else None
+    train_set = split(train_file, cfg.max_train_examples, True) if train else None
     dev = {
-        name: split(file, cfg.max_eval_examples, False) for name, file in task.dev_splits.items()
+        name: split(data_dir / file, cfg.max_eval_examples, False)
+        for name, file in task.dev_splits.items()
     }
     return TaskData(task=task, train=train_set, dev=dev, pad_id=pad_id, skipped=skipped)
 

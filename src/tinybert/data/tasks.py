@@ -7,16 +7,18 @@ Readers (one module each, sharing the helpers of base.py): GLUE TSV (glue.py), C
 (clue.py), and your own JSONL / CSV (generic.py). The seed's TFRecord datasets are a data_dir
 format rather than a task (tfrecord.py, chosen in task_data.py). Every problem is reported as
 "path:line: what is wrong (value ...)"; with on_error="skip" bad rows are dropped and counted
-instead (QQP's train.tsv has a few rows with missing columns).
+instead (QQP's train.tsv has a few rows with missing columns). `ExampleStream` reads a file one
+example at a time; `row_writer` writes examples back in a task's own format (`tinybert augment`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TextIO
 
 from tinybert.data import clue, generic, glue
-from tinybert.data.base import Example, OnError, Reader, RowError, Rows, TaskSpec
+from tinybert.data.base import Example, OnError, Reader, TaskSpec, WriteRow
 from tinybert.errors import UserError
 
 _READERS: dict[str, Reader] = {
@@ -47,29 +49,53 @@ def read_examples(
     UserError("path:line: ...") with on_error="raise", or is dropped and counted with "skip".
     Problems with the file as a whole (missing, wrong header) always raise.
     """
-    if on_error not in ("raise", "skip"):
-        raise UserError(f"on_bad_row must be 'raise' or 'skip', got {on_error!r}")
+    stream = ExampleStream(task, path, on_error)
+    examples = list(stream)
+    return examples, stream.skipped
+
+
+class ExampleStream:
+    """read_examples one example at a time, for files too large to hold (flat memory).
+
+    Iterate once; afterwards `skipped` counts the bad rows dropped with on_error="skip". The
+    file is checked when the stream is made; an empty result raises at the end, as in
+    read_examples.
+    """
+
+    def __init__(self, task: TaskSpec, path: str | Path, on_error: OnError = "raise"):
+        if on_error not in ("raise", "skip"):
+            raise UserError(f"on_bad_row must be 'raise' or 'skip', got {on_error!r}")
+        self.task, self.path, self.on_error = task, Path(path), on_error
+        self.reader = _reader(task)
+        if not self.path.is_file():
+            state = "is a directory" if self.path.is_dir() else "not found"
+            raise UserError(f"{self.path}: {state}; expected {self.reader.describe(task)}")
+        self.skipped = 0
+
+    def __iter__(self) -> Iterator[Example]:
+        kept = 0
+        for row in self.reader.rows(self.task, self.path):
+            if isinstance(row, Example):
+                kept += 1
+                yield row
+            elif self.on_error == "skip":
+                self.skipped += 1
+            else:
+                raise UserError(f"{row}{_SKIP_HINT}")
+        if not kept:
+            raise UserError(f"{self.path}: no usable examples ({self.skipped} bad rows skipped)")
+
+
+def row_writer(task: TaskSpec, f: TextIO) -> WriteRow:
+    """A function writing one Example a call to `f` (a text file opened with newline="") in
+    `task`'s own file format (header first), so that read_examples reads it back."""
+    reader = _reader(task)
+    if reader.write is None:
+        raise UserError(f"task {task.name!r}: its file format cannot be written")
+    return reader.write(task, f)
+
+
+def _reader(task: TaskSpec) -> Reader:
     if task.name not in _READERS:
         raise UserError(f"unknown task {task.name!r}; known tasks: {', '.join(KNOWN_TASKS)}")
-    reader, path = _READERS[task.name], Path(path)
-    if not path.is_file():
-        state = "is a directory" if path.is_dir() else "not found"
-        raise UserError(f"{path}: {state}; expected {reader.describe(task)}")
-    examples, skipped = _collect(reader.rows(task, path), on_error)
-    if not examples:
-        raise UserError(f"{path}: no usable examples ({skipped} bad rows skipped)")
-    return examples, skipped
-
-
-def _collect(rows: Rows, on_error: OnError) -> tuple[list[Example], int]:
-    """Keep good rows; raise on (or count) the bad ones."""
-    examples, skipped = [], 0
-    for row in rows:
-        if isinstance(row, Example):
-            examples.append(row)
-        elif on_error == "skip":
-            skipped += 1
-        else:
-            assert isinstance(row, RowError)
-            raise UserError(f"{row}{_SKIP_HINT}")
-    return examples, skipped
+    return _READERS[task.name]

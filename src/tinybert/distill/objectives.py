@@ -32,7 +32,7 @@ from tinybert.distill.mapping import check_heads, resolve_layer_map
 from tinybert.distill.projection import HiddenProjection
 from tinybert.model import AnyBertModel
 from tinybert.train.distributed import Dist
-from tinybert.train.inference import Logits, logits_over
+from tinybert.train.inference import Logits, TokenLogits, logits_over
 from tinybert.train.loop import TrainData
 from tinybert.train.precision import autocast
 
@@ -157,7 +157,7 @@ class PredictionLoss:
         cfg: DistillConfig,
         regression: bool,
     ):
-        # (N, C) on CPU; token tasks: N tensors (T_i, C), one per example.
+        # (N, C) on CPU; token tasks: TokenLogits, row i's (T_i, C) at [i].
         self.student, self._source = student, teacher_logits
         self._cached: Logits | None = None
         self.cfg, self.regression = cfg, regression
@@ -228,8 +228,8 @@ def teacher_logits(
     dist: Dist | None = None,
 ) -> Logits:
     """Run the teacher once over the training set (the batched inference loop of evaluation)
-    and return its logits: (N, C) float32 on CPU, or for token tasks a list of N tensors
-    (T_i, C), each example's real tokens. They never change during phase 2, so caching saves
+    and return its logits: (N, C) float32 on CPU, or for token tasks one TokenLogits (each
+    example's real tokens, all in one contiguous tensor). They never change during phase 2, so caching saves
     one teacher forward per step.
 
     Distributed, each process runs the teacher over its share of the rows only (rank,
@@ -252,16 +252,16 @@ def teacher_logits(
     with autocast(device, precision):
         shard = logits_over(teacher, [data.lengths[i] for i in mine], collate, batch_size, device)
     tqdm.write(f"teacher logits: process {dist.rank} ran the teacher on {computed} of {n} rows")
-    token = any(dist.gather(isinstance(shard, list)))  # a process may have no rows at all
-    parts = dist.gather_rows(torch.cat(shard) if isinstance(shard, list) else shard)
+    token = any(dist.gather(isinstance(shard, TokenLogits)))  # a process may have no rows
+    parts = dist.gather_rows(shard.values if isinstance(shard, TokenLogits) else shard)
     if not token:
         out = torch.empty(n, *parts[0].shape[1:])
         for rank, part in enumerate(parts):
             out[rank::world] = part
         return out
-    rows: list[torch.Tensor] = [torch.empty(0)] * n
+    full = TokenLogits(torch.empty(int(sum(data.lengths)), parts[0].shape[-1]), data.lengths)
     for rank, part in enumerate(parts):  # each process's rows, their tokens end to end
         ids = range(rank, n, world)
-        for i, row in zip(ids, part.split([data.lengths[i] for i in ids]), strict=True):
-            rows[i] = row
-    return rows
+        for i, row in zip(ids, part.split([int(data.lengths[i]) for i in ids]), strict=True):
+            full[i].copy_(row)
+    return full

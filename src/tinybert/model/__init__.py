@@ -3,6 +3,7 @@
 from tinybert.model.bert import (
     AnyBertModel,
     BertConfig,
+    BertForMaskedLM,
     BertForSequenceClassification,
     BertForTokenClassification,
     BertModel,
@@ -14,6 +15,7 @@ from tinybert.model.hub import LoadReport, load_config, load_model, save_model, 
 __all__ = [
     "AnyBertModel",
     "BertConfig",
+    "BertForMaskedLM",
     "BertForSequenceClassification",
     "BertForTokenClassification",
     "BertModel",

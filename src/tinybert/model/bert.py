@@ -1,11 +1,13 @@
-"""BERT (Devlin et al. 2018) in one file: config, encoder and the two task heads.
+"""BERT (Devlin et al. 2018) in one file: config, encoder, two task heads and the MLM head.
 
 Parameter names are exactly those of Hugging Face transformers' BertModel,
-BertForSequenceClassification and BertForTokenClassification, so state dicts move between the two
-unchanged. What this file adds is the hook TinyBERT needs: every layer can hand back its attention
-*scores* (scaled and masked, before softmax), which the attention-distillation loss matches.
+BertForSequenceClassification, BertForTokenClassification and BertForMaskedLM, so state dicts move
+between the two unchanged. What this file adds is the hook TinyBERT needs: every layer can hand
+back its attention *scores* (scaled and masked, before softmax), which the attention-distillation
+loss matches.
 
-Shapes: B batch, T tokens, H hidden size, A attention heads, D = H / A head size, C labels.
+Shapes: B batch, T tokens, H hidden size, A attention heads, D = H / A head size, C labels,
+V vocabulary size.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from functools import partial
-from typing import TypeAlias
+from typing import ClassVar, TypeAlias
 
 import torch
 import torch.nn.functional as F
@@ -125,7 +127,7 @@ class BertConfig:
 class BertOutput:
     """What every model's forward returns; fields a model does not compute are None."""
 
-    logits: Tensor | None  # (B, C) sequence head, (B, T, C) token head, None bare encoder
+    logits: Tensor | None  # (B, C) sequence, (B, T, C) token, (B, T, V) MLM head; None encoder
     hidden_states: tuple[Tensor, ...] | None  # L+1 x (B, T, H); [0] is the embedding output
     attention_scores: tuple[Tensor, ...] | None  # L x (B, A, T, T), scaled + masked, pre-softmax
     last_hidden_state: Tensor | None = None  # (B, T, H)
@@ -284,6 +286,52 @@ class Pooler(nn.Module):
         return torch.tanh(self.dense(h[:, 0]))
 
 
+class PredictionHeadTransform(nn.Module):
+    """dense -> activation -> LayerNorm on every token: the first half of the MLM head."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.transform_act_fn = ACTIVATIONS[config.hidden_act]
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, h: Tensor) -> Tensor:
+        """(B, T, H) -> (B, T, H)."""
+        return self.LayerNorm(self.transform_act_fn(self.dense(h)))
+
+
+class LMPredictionHead(nn.Module):
+    """The transform, then a score for every vocabulary word: `.decoder` (H -> V), whose weight
+    IS the given word embeddings' weight (tied: one Parameter under two names) and whose bias IS
+    `.bias`. Both aliases are HF's layout, so state dicts keep HF's names, aliases included.
+    """
+
+    def __init__(self, config: BertConfig, word_embeddings: nn.Embedding):
+        super().__init__()
+        self.transform = PredictionHeadTransform(config)
+        self.transform.apply(partial(init_weights, std=config.initializer_range))
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.decoder.weight = word_embeddings.weight  # (V, H)
+        self.decoder.bias = self.bias  # (V,)
+
+    def forward(self, h: Tensor) -> Tensor:
+        """(B, T, H) -> (B, T, V) word scores."""
+        return self.decoder(self.transform(h))
+
+
+class MLMHead(nn.Module):
+    """The masked-LM head as HF nests it: `cls.predictions` (HF's "BertOnlyMLMHead")."""
+
+    def __init__(self, config: BertConfig, word_embeddings: nn.Embedding):
+        super().__init__()
+        self.predictions = LMPredictionHead(config, word_embeddings)
+
+    def forward(self, h: Tensor) -> Tensor:
+        """(B, T, H) -> (B, T, V)."""
+        return self.predictions(h)
+
+
 def init_weights(module: nn.Module, std: float) -> None:
     """BERT's init: N(0, std) weights, zero biases (and padding row), LayerNorm 1 / 0."""
     if isinstance(module, nn.Linear):
@@ -408,9 +456,43 @@ class BertForTokenClassification(nn.Module):
         return out
 
 
+class BertForMaskedLM(nn.Module):
+    """Encoder + MLM head: scores every vocabulary word at every position (e.g. the top-k words
+    for a [MASK]). No pooler, like HF. The decoder is tied to the word embeddings."""
+
+    # Tied names in state_dict(): alias -> the tensor it is. A checkpoint may omit the aliases
+    # (save_model and HF's save_pretrained do); one that has them must agree.
+    TIED_WEIGHTS: ClassVar[dict[str, str]] = {
+        "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
+        "cls.predictions.decoder.bias": "cls.predictions.bias",
+    }
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.cls = MLMHead(config, self.bert.embeddings.word_embeddings)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attention_scores: bool = False,
+    ) -> BertOutput:
+        """Same inputs as BertModel.forward; logits (B, T, V)."""
+        out = self.bert(
+            input_ids, attention_mask, token_type_ids, output_hidden_states, output_attention_scores
+        )
+        out.logits = self.cls(out.last_hidden_state)
+        return out
+
+
 # The models above by what they offer: every one has `.config`; a task model also has `.bert`
 # (its encoder) and `.classifier`. Typing a model as one of these, not nn.Module, lets the type
 # checker see those attributes (nn.Module's own __getattr__ types them Tensor | Module).
+# BertForMaskedLM is in neither: it has no `.classifier`, and training/distillation never take it.
 BertTaskModel: TypeAlias = BertForSequenceClassification | BertForTokenClassification
 AnyBertModel: TypeAlias = BertModel | BertTaskModel
 

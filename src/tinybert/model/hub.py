@@ -1,11 +1,13 @@
 """Read and write Hugging Face BERT model directories (config.json + weights + tokenizer files).
 
 Loading is strict: every tensor of the model must be in the checkpoint with the right shape, and
-every tensor of the checkpoint must be used, except for two documented allowances:
+every tensor of the checkpoint must be used, except for three documented allowances:
   - a task head (classifier, pooler) absent because the checkpoint is a bare or differently
     headed encoder is freshly initialised, and the LoadReport says so;
-  - pre-training heads ("cls.*"), the position/token-type id buffers, a pooler the token head does
-    not use and a classifier the bare encoder does not use are skipped, and reported.
+  - pre-training heads ("cls.*"; head "mlm" loads the MLM one, "cls.predictions.*"), the
+    position/token-type id buffers, a pooler the token and MLM heads do not use and a classifier
+    the bare encoder and MLM head do not use are skipped, and reported;
+  - tied aliases (the MLM decoder's weight and bias) may be absent; present, they must agree.
 Anything else fails with one UserError that lists every problem at once.
 """
 
@@ -27,6 +29,7 @@ from tinybert.errors import UserError
 from tinybert.model.bert import (
     AnyBertModel,
     BertConfig,
+    BertForMaskedLM,
     BertForSequenceClassification,
     BertForTokenClassification,
     BertModel,
@@ -41,14 +44,16 @@ TOKENIZER_FILES = (
     "tokenizer_config.json",
     "special_tokens_map.json",
 )
-HEADS: dict[str, type[AnyBertModel]] = {
+HEADS: dict[str, type[AnyBertModel | BertForMaskedLM]] = {
     "sequence": BertForSequenceClassification,
     "token": BertForTokenClassification,
     "encoder": BertModel,
+    "mlm": BertForMaskedLM,
 }
-# Checkpoint entries that are never model weights: MLM/NSP pre-training heads, id buffers.
-_SKIP = re.compile(r"^cls\.|embeddings\.(position_ids|token_type_ids)$")
-_POOLER, _CLASSIFIER = "bert.pooler.", "classifier."
+# Checkpoint entries that are never model weights: the NSP pre-training head, id buffers; and
+# the MLM pre-training head (_MLM) unless the MLM head is asked for.
+_SKIP = re.compile(r"^cls\.seq_relationship\.|embeddings\.(position_ids|token_type_ids)$")
+_POOLER, _CLASSIFIER, _MLM = "bert.pooler.", "classifier.", "cls.predictions."
 
 
 @dataclass
@@ -109,32 +114,46 @@ def load_model(
     id2label: Sequence[str] | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[BertModel, LoadReport]: ...
+@overload
 def load_model(
     model_dir: str | Path,
-    head: Literal["sequence", "token", "encoder"] = "sequence",
+    head: Literal["mlm"],
     num_labels: int | None = None,
     id2label: Sequence[str] | None = None,
     dtype: torch.dtype = torch.float32,
-) -> tuple[AnyBertModel, LoadReport]:
+) -> tuple[BertForMaskedLM, LoadReport]: ...
+def load_model(
+    model_dir: str | Path,
+    head: Literal["sequence", "token", "encoder", "mlm"] = "sequence",
+    num_labels: int | None = None,
+    id2label: Sequence[str] | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[AnyBertModel | BertForMaskedLM, LoadReport]:
     """Build the model `head` asks for from `model_dir` and load its weights.
 
     num_labels / id2label shape a head the checkpoint lacks; given for a checkpoint that has a
-    head, they must agree with it (a fine-tuned head cannot silently change meaning).
+    head, they must agree with it (a fine-tuned head cannot silently change meaning). They do
+    not apply to "encoder" and "mlm" (no labels). "mlm" needs a checkpoint with the MLM head.
     The model is returned in eval mode (dropout off), on the CPU, in `dtype`.
     """
     if head not in HEADS:
         raise UserError(f"unknown model head '{head}'; use one of {sorted(HEADS)}")
     config = load_config(model_dir)
     weights_path, raw = _read_weights(Path(model_dir))
-    ckpt, ignored = _canonical(raw)
+    ckpt, ignored = _canonical(raw, keep_mlm=head == "mlm")
     has_head = any(k.startswith(_CLASSIFIER) for k in ckpt)
-    if head != "encoder":
+    if head in ("sequence", "token"):
         config = _head_config(config, head, has_head, num_labels, id2label, Path(model_dir))
     model = HEADS[head](config)
 
     # Compare in one naming: the head models' ("bert." prefix); the bare encoder has none.
+    # Tied aliases are compared with the tensor they alias, then left out.
     prefix = "bert." if head == "encoder" else ""
-    own = {prefix + k: v for k, v in model.state_dict().items()}
+    tied = BertForMaskedLM.TIED_WEIGHTS if head == "mlm" else {}
+    untied = _untie(ckpt, tied)
+    own = {prefix + k: v for k, v in model.state_dict().items() if k not in tied}
+    if head == "mlm" and not any(k.startswith(_MLM) for k in ckpt):
+        raise UserError(_no_mlm_message(weights_path, [k for k in own if k.startswith(_MLM)]))
     absent = [g for g in (_POOLER, _CLASSIFIER) if not any(k.startswith(g) for k in ckpt)]
     initialised = [k for k in own if k not in ckpt and k.startswith(tuple(absent))]
     missing = [k for k in own if k not in ckpt and k not in initialised]
@@ -147,10 +166,11 @@ def load_model(
         for k, v in own.items()
         if k in ckpt and ckpt[k].shape != v.shape
     ]
-    if missing or unexpected or wrong:
-        raise UserError(_mismatch_message(weights_path, missing, unexpected, wrong))
+    if missing or unexpected or wrong or untied:
+        raise UserError(_mismatch_message(weights_path, missing, unexpected, wrong, untied))
 
     state = {k[len(prefix) :]: ckpt.get(k, v) for k, v in own.items()}
+    state |= {alias: state[target] for alias, target in tied.items()}  # same tensor, twice
     model.load_state_dict(state, strict=True)
     model.to(dtype).eval()  # like HF from_pretrained; training code calls .train()
     return model, LoadReport(
@@ -163,19 +183,24 @@ def save_model(
 ) -> None:
     """Write `model` as an HF directory: config.json, model.safetensors, tokenizer files.
 
-    transformers' AutoModelFor{SequenceClassification,TokenClassification} / AutoModel load the
-    result with no missing or unexpected keys. Writes plain files into `out_dir` (created if
-    needed); making the directory appear atomically is the caller's job.
+    transformers' AutoModelFor{SequenceClassification,TokenClassification,MaskedLM} / AutoModel
+    load the result with no missing or unexpected keys. Writes plain files into `out_dir`
+    (created if needed); making the directory appear atomically is the caller's job.
     """
     model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
     if not isinstance(
-        model, (BertModel, BertForSequenceClassification, BertForTokenClassification)
+        model,
+        (BertModel, BertForSequenceClassification, BertForTokenClassification, BertForMaskedLM),
     ):
         raise TypeError(f"save_model expects a tinybert BERT model, got {type(model).__name__}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    # contiguous CPU copies: safetensors refuses views and wants host memory
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    # contiguous CPU copies: safetensors refuses views and wants host memory; and it refuses
+    # shared tensors, so tied aliases are left out (as save_pretrained does; loaders re-tie)
+    tied = BertForMaskedLM.TIED_WEIGHTS if isinstance(model, BertForMaskedLM) else {}
+    state = {
+        k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k not in tied
+    }
     save_file(state, out / WEIGHTS_FILES[0], metadata={"format": "pt"})
     config = model.config.to_dict(architecture=type(model).__name__)
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
@@ -223,8 +248,9 @@ def _read_file(path: Path) -> dict[str, Tensor]:
     return state
 
 
-def _canonical(raw: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
-    """Rename checkpoint keys to head-model names ("bert.encoder..."), drop non-weights.
+def _canonical(raw: dict[str, Tensor], keep_mlm: bool) -> tuple[dict[str, Tensor], list[str]]:
+    """Rename checkpoint keys to head-model names ("bert.encoder..."), drop non-weights (and every
+    pre-training head, "cls.*", unless keep_mlm: then only the NSP one).
 
     Handles bare-encoder keys ("encoder..." -> "bert.encoder...") and TF-era LayerNorm names
     (gamma/beta -> weight/bias). Returns (tensors by canonical name, skipped original keys).
@@ -235,11 +261,26 @@ def _canonical(raw: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
         name = re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", name)
         if name.startswith(("embeddings.", "encoder.", "pooler.")):
             name = "bert." + name
-        if _SKIP.search(name):
+        if _SKIP.search(name) or (name.startswith("cls.") and not keep_mlm):
             skipped.append(key)
         else:
             out[name] = tensor
     return out, skipped
+
+
+def _untie(ckpt: dict[str, Tensor], tied: dict[str, str]) -> list[str]:
+    """Fold tied aliases (alias -> target) in `ckpt` into their target, in place: an alias stands
+    in for an absent target, else must equal it. Returns one line per disagreeing alias."""
+    untied = []
+    for alias, target in tied.items():
+        if alias not in ckpt:
+            continue
+        tensor = ckpt.pop(alias)
+        if target not in ckpt:
+            ckpt[target] = tensor
+        elif not torch.equal(tensor, ckpt[target]):
+            untied.append(f"{alias} differs from {target}")
+    return untied
 
 
 def _head_config(
@@ -279,7 +320,9 @@ def _head_config(
     return replace(config, num_labels=n, id2label=names, problem_type=problem)
 
 
-def _mismatch_message(path: Path, missing: list, unexpected: list, wrong: list) -> str:
+def _mismatch_message(
+    path: Path, missing: list, unexpected: list, wrong: list, untied: list | None = None
+) -> str:
     lines = [f"{path}: the weights do not fit the model described by config.json:"]
     if missing:
         lines.append(f"  missing from the checkpoint ({len(missing)}): {', '.join(missing)}")
@@ -288,10 +331,23 @@ def _mismatch_message(path: Path, missing: list, unexpected: list, wrong: list) 
     if wrong:
         lines.append(f"  wrong shape ({len(wrong)}):")
         lines += [f"    {w}" for w in wrong]
+    if untied:
+        lines.append(f"  tied tensors that differ ({len(untied)}; the model ties them):")
+        lines += [f"    {u}" for u in untied]
     lines.append(
         "Fix: use the config.json saved with these weights (layers, sizes, vocabulary, labels)."
     )
     return "\n".join(lines)
+
+
+def _no_mlm_message(path: Path, missing: list[str]) -> str:
+    return (
+        f"{path}: no masked-LM head; missing from the checkpoint ({len(missing)}): "
+        f"{', '.join(missing)}\n"
+        "Fix: head 'mlm' needs a model with an MLM head, e.g. a Hugging Face BertForMaskedLM or "
+        "BertForPreTraining directory such as bert-base-uncased (a fine-tuned classifier or a "
+        "bare encoder has none)."
+    )
 
 
 def _copy_tokenizer(src: Path, out: Path) -> None:

@@ -43,6 +43,7 @@ def run_context(cfg: RunConfig, tokenizer_dir: str) -> RunContext:
 TASK_KEYS = (
     "task.name",
     "task.data_dir",
+    "task.train_file",
     "task.labels",
     "task.regression",
     "task.max_seq_length",
@@ -57,7 +58,9 @@ PHASE1_KEYS = (  # the attention, hidden-state and embedding losses (TD phase 1,
     "distill.loss_mode",
     "distill.shared_projection",
 )
-PATH_KEYS = frozenset({"model", "teacher", "task.data_dir", "corpus.path", "student.path"})
+PATH_KEYS = frozenset(
+    {"model", "teacher", "task.data_dir", "task.train_file", "corpus.path", "student.path"}
+)
 
 
 def stage_settings(cfg: RunConfig, *keys: str) -> dict[str, Any]:

@@ -1,0 +1,647 @@
+"""TinyBERT's data augmentation (Jiao et al. 2020, section 3 "Data Augmentation", Algorithm 1).
+
+    vectors = load_word_vectors("glove.6B.300d.txt.gz")
+    summary = augment_file(task, "SST-2/train.tsv", "aug/train.tsv", AugmentOptions(n=20),
+                           vectors, mlm=None)
+
+Every training example is written once as it is and then `n` times as a copy in which each
+word (a whole word of BERT's basic tokenisation: split on whitespace and punctuation, every CJK
+character a word of its own) is replaced with probability `p` by one of its `k` candidates,
+drawn uniformly. A word that is a single WordPiece token of the masked LM's vocabulary gets the
+MLM's top-k predictions for it replaced by [MASK] in its sentence; any other word (every word
+when there is no MLM) gets its k nearest neighbours by cosine in a word-vector file. A word with
+no candidates stays. The text around a replaced word is kept byte for byte, so unreplaced text
+and labels are copied exactly.
+
+The work is done a block of examples at a time, so memory does not grow with the input: every
+masked sentence of a block goes through the MLM together (sorted by length, one forward pass per
+batch, through the `MaskedLM.topk` callable the recipe builds: this layer knows no model), and the
+neighbours of a block's new words come from one matrix product over the unit-length vectors
+(each word's neighbours are computed once per run and cached). One seeded random stream, drawn in
+example order, makes the output identical for a given seed whatever the block size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import PreTokenizedString, Tokenizer, normalizers, pre_tokenizers
+from tqdm.auto import tqdm
+
+from tinybert.data.base import Example, OnError, TaskSpec
+from tinybert.data.tasks import ExampleStream, row_writer
+from tinybert.errors import UserError
+
+# MLM and neighbour candidates asked for beyond k: the word itself and its case variants are
+# dropped from them afterwards.
+_SPARE = 4
+_SCORES_PER_CHUNK = 1 << 24  # similarity scores held at once (64 MB of float32)
+_VECTOR_LINES_PER_CHUNK = 16384  # vector-file lines converted to float32 at once
+
+# BERT's basic tokenisation without lowercasing or accent stripping, so that each word's span
+# in the original text is known: clean_text, CJK characters split off, whitespace/punctuation.
+_NORMALIZER = normalizers.BertNormalizer(
+    clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False
+)
+_PRE_TOKENIZER = pre_tokenizers.BertPreTokenizer()
+# Never a candidate: [CLS]-style specials and [unusedN], <unk>/</s>, ##continuation pieces.
+_SPECIAL_WORD = re.compile(r"\[[^\[\]\s]*\]|<[^<>\s]*>|##.*", re.S)
+
+
+def split_words(text: str) -> list[tuple[int, int]]:
+    """The words of `text` as BERT's basic tokenizer splits them (before WordPiece), as
+    (start, end) character spans into `text`: "It's 北京!" -> It, ', s, 北, 京, !."""
+    pre = PreTokenizedString(text)
+    pre.normalize(lambda normalized: _NORMALIZER.normalize(normalized))
+    _PRE_TOKENIZER.pre_tokenize(pre)
+    return [
+        span for _, span, _ in pre.get_splits(offset_referential="original", offset_type="char")
+    ]
+
+
+def is_special_word(word: str) -> bool:
+    """[CLS], [unused3], <unk>, </s>, ##ing: vocabulary entries that are never candidates."""
+    return _SPECIAL_WORD.fullmatch(word) is not None
+
+
+def _is_cjk_char(word: str) -> bool:
+    """One CJK ideograph (the ranges of BERT's basic tokenizer, which makes each one a word)."""
+    if len(word) != 1:
+        return False
+    cp = ord(word)
+    return (
+        0x4E00 <= cp <= 0x9FFF
+        or 0x3400 <= cp <= 0x4DBF
+        or 0x20000 <= cp <= 0x2A6DF
+        or 0x2A700 <= cp <= 0x2B73F
+        or 0x2B740 <= cp <= 0x2B81F
+        or 0x2B820 <= cp <= 0x2CEAF
+        or 0xF900 <= cp <= 0xFAFF
+        or 0x2F800 <= cp <= 0x2FA1F
+    )
+
+
+def match_case(word: str, candidate: str) -> str:
+    """`candidate` in the case of `word`: APPLE -> PEAR, Apple -> Pear, apple -> pear (as is)."""
+    if len(word) > 1 and word.isupper():
+        return candidate.upper()
+    if word[:1].isupper():
+        return candidate[:1].upper() + candidate[1:]
+    return candidate
+
+
+# --------------------------------------------------------------------------- word vectors
+
+
+class WordVectors:
+    """Word vectors for nearest-neighbour candidates: one unit-length row per distinct word.
+
+    A word of the text is looked up as it is, else lowercased (GloVe is uncased). Its
+    neighbours are the words of highest cosine similarity, leaving out the word itself (and its
+    case variants), special entries (<unk>, [UNK], ##x) and zero vectors; a single CJK character
+    gets single CJK characters only, so a replaced character stays one word.
+    """
+
+    def __init__(self, words: list[str], matrix: np.ndarray, source: str = ""):
+        self.words, self.source = words, source
+        self.index = {w: i for i, w in enumerate(words)}
+        norms = np.linalg.norm(matrix, axis=1)
+        usable = (norms > 0) & np.array([not is_special_word(w) for w in words], dtype=bool)
+        cjk = np.array([_is_cjk_char(w) for w in words], dtype=bool)
+        # Candidates and queries: the usable rows only, unit length (a zero vector or a special
+        # entry has no neighbours and is nobody's). Single CJK characters also form a pool.
+        self.rows = np.flatnonzero(usable)  # pool position -> row
+        self.position = np.full(len(words), -1, dtype=np.int64)  # row -> pool position
+        self.position[self.rows] = np.arange(len(self.rows))
+        unit = matrix[self.rows] / norms[self.rows, None]
+        self.unit = torch.from_numpy(np.ascontiguousarray(unit, dtype=np.float32))
+        self.cjk = cjk
+        self._cjk_rows = np.flatnonzero(usable & cjk)
+        self._cjk_unit = self.unit[torch.from_numpy(self.position[self._cjk_rows])]
+        self._cache: dict[int, np.ndarray] = {}  # row -> neighbour rows, best first
+        self._k = 0
+
+    @property
+    def dim(self) -> int:
+        return int(self.unit.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    @property
+    def computed(self) -> int:
+        """Words whose neighbours have been computed (and are cached)."""
+        return len(self._cache)
+
+    def lookup(self, word: str) -> int | None:
+        """The row of `word` (as is, else lowercased), or None."""
+        row = self.index.get(word)
+        return self.index.get(word.lower()) if row is None else row
+
+    def neighbours(self, rows: Iterable[int], k: int) -> dict[int, np.ndarray]:
+        """Each row's (at most) k nearest rows, best first; computed once per row and cached."""
+        if k != self._k:
+            self._cache, self._k = {}, k
+        wanted = list(dict.fromkeys(rows))
+        todo = [r for r in wanted if r not in self._cache]
+        step = max(1, _SCORES_PER_CHUNK // max(1, len(self.words)))
+        for start in range(0, len(todo), step):
+            self._compute(todo[start : start + step], k)
+        return {r: self._cache[r] for r in wanted}
+
+    def _compute(self, chunk: list[int], k: int) -> None:
+        queries = [r for r in chunk if self.position[r] >= 0]
+        for row in chunk:
+            self._cache[row] = np.zeros(0, dtype=np.int32)
+        for cjk in (False, True):
+            group = [r for r in queries if bool(self.cjk[r]) == cjk]
+            pool_rows, pool = (self._cjk_rows, self._cjk_unit) if cjk else (self.rows, self.unit)
+            if not group or not len(pool_rows):
+                continue
+            scores = self.unit[torch.from_numpy(self.position[group])] @ pool.T  # cosine
+            top = torch.topk(scores, min(k + _SPARE, len(pool_rows)), dim=1).indices
+            for row, found in zip(group, pool_rows[top.numpy()], strict=True):
+                own = self.words[row].lower()  # the word itself and its case variants
+                keep = [j for j in found.tolist() if self.words[j].lower() != own][:k]
+                self._cache[row] = np.asarray(keep, dtype=np.int32)
+
+
+def load_word_vectors(path: str | Path, max_vectors: int | None = None) -> WordVectors:
+    """Read a word-vector text file: GloVe (`word v1 ... vD` a line) or word2vec's text format
+    (the same after an `N D` header line); plain or gzip-compressed. `max_vectors`: read only
+    the first N words (the files list frequent words first). A repeated word keeps its first
+    vector; an entry whose word holds spaces (a few in GloVe 840B) is left out. A line with
+    the wrong number of values, or a value that is not a finite number, is an error naming
+    file:line."""
+    path = Path(path)
+    if not path.is_file():
+        state = "is a directory" if path.is_dir() else "not found"
+        raise UserError(f"augment.word_vectors {path}: {state}; give a GloVe or word2vec text file")
+    with open(path, "rb") as probe:
+        gzipped = probe.read(2) == b"\x1f\x8b"
+    words: list[str] = []
+    seen: set[str] = set()
+    blocks: list[np.ndarray] = []
+    pending: list[list[str]] = []
+    pending_lines: list[int] = []
+    dim: int | None = None
+    first = 0  # the line that fixed the dimension (0: the word2vec header)
+    with gzip.open(path, "rb") if gzipped else open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise UserError(
+                    f"{path}:{lineno}: not UTF-8 text; word vectors must be a text file (GloVe, "
+                    "or word2vec saved with binary=False)"
+                ) from None
+            parts = line.split()
+            if not parts:
+                continue
+            if lineno == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+                dim = int(parts[1])  # word2vec header: N D
+                if dim < 1:
+                    raise UserError(f"{path}:1: the header says {dim} dimensions")
+                continue
+            if dim is None:
+                dim, first = len(parts) - 1, lineno
+                if dim < 1:
+                    raise UserError(
+                        f"{path}:{lineno}: expected a word and its vector, got {line!r}"
+                    )
+            if len(parts) != dim + 1:
+                if len(parts) > dim + 1 and not any(_is_number(p) for p in parts[1:-dim]):
+                    continue  # a word with spaces in it: never a word of BERT's basic tokeniser
+                raise UserError(_dimension_error(path, lineno, len(parts) - 1, dim, first))
+            if parts[0] in seen:
+                continue
+            seen.add(parts[0])
+            words.append(parts[0])
+            pending.append(parts[1:])
+            pending_lines.append(lineno)
+            if len(pending) >= _VECTOR_LINES_PER_CHUNK:
+                blocks.append(_to_floats(path, pending, pending_lines))
+                pending, pending_lines = [], []
+            if max_vectors is not None and len(words) >= max_vectors:
+                break
+    if pending:
+        blocks.append(_to_floats(path, pending, pending_lines))
+    if not words or dim is None:
+        raise UserError(f"{path}: no word vectors in it (expected `word v1 ... vD` lines)")
+    return WordVectors(words, np.concatenate(blocks), source=str(path))
+
+
+def _dimension_error(path: Path, lineno: int, got: int, dim: int, first: int) -> str:
+    if first == 0:
+        return (
+            f"{path}:{lineno}: {got} values, but the word2vec header (line 1) says {dim} "
+            f"dimensions; every line must be a word and {dim} numbers"
+        )
+    return (
+        f"{path}:{lineno}: {got} values, but line {first} has {dim}: vectors of mixed dimensions "
+        f"or a broken line; every line must be a word and {dim} numbers"
+    )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _to_floats(path: Path, rows: list[list[str]], lines: list[int]) -> np.ndarray:
+    try:
+        out = np.array(rows, dtype=np.float32)
+    except ValueError:
+        for values, lineno in zip(rows, lines, strict=True):
+            bad = next((v for v in values if not _is_number(v)), None)
+            if bad is not None:
+                raise UserError(f"{path}:{lineno}: {bad!r} is not a number") from None
+        raise
+    finite = np.isfinite(out).all(axis=1)
+    if not finite.all():
+        lineno = lines[int(np.argmin(finite))]
+        raise UserError(f"{path}:{lineno}: the vector holds a value that is not finite (nan, inf)")
+    return out
+
+
+# --------------------------------------------------------------------------- masked LM
+
+# topk(rows, k): token id rows "[CLS] ... [MASK] ... [SEP]" with one [MASK] each -> a
+# (len(rows), k) integer array of the ids most likely at the [MASK], best first.
+MlmTopK = Callable[[list[list[int]], int], np.ndarray]
+
+
+@dataclass
+class MaskedLM:
+    """A masked LM as this layer sees it: its tokenizer and a top-k callable (see MlmTopK)
+    that never returns an id of `candidate_exclusions(tokenizer)`. `max_len`: tokens of a
+    masked sentence with [CLS]/[SEP]; a longer sentence is cut to a window around the [MASK].
+    `batch_size`: rows per topk call."""
+
+    tokenizer: Tokenizer
+    topk: MlmTopK
+    max_len: int = 128
+    batch_size: int = 128
+
+    def __post_init__(self) -> None:
+        ids = {t: self.tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]", "[MASK]", "[UNK]")}
+        found = {t: i for t, i in ids.items() if i is not None}
+        missing = [t for t in ids if t not in found]
+        if missing:
+            raise UserError(f"the masked LM's vocabulary lacks {', '.join(missing)}")
+        self.cls_id, self.sep_id = found["[CLS]"], found["[SEP]"]
+        self.mask_id, self.unk_id = found["[MASK]"], found["[UNK]"]
+        if self.max_len < 3:
+            raise UserError(f"masked LM rows need at least 3 tokens, got max_len={self.max_len}")
+
+
+def candidate_exclusions(tokenizer: Tokenizer) -> list[int]:
+    """Token ids that are never candidates: [PAD]/[UNK]/[CLS]/[SEP]/[MASK], [unusedN], other
+    bracketed specials, and ##continuation pieces (they are not words)."""
+    vocab = tokenizer.get_vocab(with_added_tokens=True)
+    return sorted(i for token, i in vocab.items() if is_special_word(token))
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+@dataclass(frozen=True)
+class AugmentOptions:
+    """n copies per example; each word replaced with probability p by one of its k candidates;
+    `fields`: which texts ("a" first, "b" second of a pair); `dedupe`: drop a copy equal to its
+    original or to an earlier copy; `block_size`: examples held and augmented together."""
+
+    n: int = 20
+    p: float = 0.4
+    k: int = 15
+    seed: int = 42
+    fields: tuple[str, ...] = ("a", "b")
+    dedupe: bool = True
+    block_size: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.n < 1 or self.k < 1 or not 0 <= self.p <= 1 or self.block_size < 1:
+            raise UserError(f"augment: need n >= 1, k >= 1 and p in [0, 1], got {self}")
+        if not self.fields or not set(self.fields) <= {"a", "b"}:
+            raise UserError(f"augment.fields: a, b or both, got {list(self.fields)}")
+
+
+@dataclass
+class AugmentSummary:
+    """What an augmentation did. `words` counts the words of the written copies (not of the
+    originals) by what happened to them: replaced from MLM or vector candidates, or kept
+    because the word was drawn but had no candidates, or was not drawn."""
+
+    rows_in: int = 0
+    rows_out: int = 0
+    copies: int = 0
+    duplicates_dropped: int = 0
+    skipped_rows: int = 0
+    words: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(
+            ("replaced_mlm", "replaced_vectors", "kept_no_candidates", "kept_not_drawn"), 0
+        )
+    )
+    mlm_sentences: int = 0  # masked sentences run through the MLM
+    vector_words: int = 0  # distinct vector words whose neighbours were computed
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def lines(self) -> list[str]:
+        w = self.words
+        total = sum(w.values())
+        replaced = w["replaced_mlm"] + w["replaced_vectors"]
+        return [
+            f"{self.rows_in} rows in -> {self.rows_out} rows out ({self.copies} copies; "
+            f"{self.duplicates_dropped} duplicate copies dropped; {self.skipped_rows} bad rows "
+            f"skipped) in {self.seconds:.1f} s",
+            f"words of the copies: {total}; replaced {replaced} (MLM {w['replaced_mlm']}, "
+            f"vectors {w['replaced_vectors']}); kept {w['kept_no_candidates']} without "
+            f"candidates, {w['kept_not_drawn']} not drawn",
+        ]
+
+
+class _Text:
+    """One text of one example being augmented: its words, the draws of its n copies, and the
+    candidates of the words some copy replaces."""
+
+    __slots__ = ("text", "spans", "words", "replace", "choice", "cands", "source")
+
+    def __init__(self, text: str, rng: np.random.Generator, n: int, p: float):
+        self.text = text
+        self.spans = split_words(text)
+        self.words = [text[a:b] for a, b in self.spans]
+        draws = rng.random((2, n, len(self.spans)))
+        self.replace: np.ndarray = draws[0] < p  # (n, W): copy j replaces word i
+        self.choice: np.ndarray = draws[1]  # (n, W): which candidate, as a fraction
+        self.cands: list[Sequence[str]] = [()] * len(self.spans)
+        self.source = [0] * len(self.spans)  # 1: MLM, 2: vectors
+
+    def drawn(self) -> list[int]:
+        """Words that at least one copy replaces: only these need candidates."""
+        return np.flatnonzero(self.replace.any(axis=0)).tolist()
+
+    def copy(self, j: int, counts: list[int]) -> str:
+        """Copy j's text; counts[source] += 1 per replaced word, counts[0] per word without
+        candidates."""
+        parts, prev = [], 0
+        for i in np.flatnonzero(self.replace[j]).tolist():
+            cands = self.cands[i]
+            if not cands:
+                counts[0] += 1
+                continue
+            start, end = self.spans[i]
+            parts += [self.text[prev:start], cands[int(self.choice[j, i] * len(cands))]]
+            prev = end
+            counts[self.source[i]] += 1
+        return "".join(parts) + self.text[prev:] if parts else self.text
+
+
+class Augmenter:
+    """Augments a stream of examples block by block (see the module docstring)."""
+
+    def __init__(self, options: AugmentOptions, vectors: WordVectors | None, mlm: MaskedLM | None):
+        if vectors is None and mlm is None:
+            raise UserError("augment needs word vectors, a masked LM, or both")
+        self.options, self.vectors, self.mlm = options, vectors, mlm
+        self.rng = np.random.Generator(np.random.PCG64(options.seed))
+        self.summary = AugmentSummary()
+        self._pieces: dict[str, tuple[int, ...]] = {}  # word -> the MLM's WordPiece ids
+
+    def run(self, examples: Iterable[Example]) -> Iterator[Example]:
+        """Every example followed by its copies, in input order."""
+        block: list[Example] = []
+        for ex in examples:
+            block.append(ex)
+            if len(block) >= self.options.block_size:
+                yield from self._block(block)
+                block = []
+        if block:
+            yield from self._block(block)
+
+    def _block(self, block: list[Example]) -> Iterator[Example]:
+        opts = self.options
+        work: list[dict[str, _Text]] = []
+        for ex in block:
+            fields = {"a": ex.text_a, "b": ex.text_b}
+            work.append(
+                {
+                    key: _Text(text, self.rng, opts.n, opts.p)
+                    for key, text in fields.items()
+                    if key in opts.fields and text is not None
+                }
+            )
+        self._find_candidates([t for texts in work for t in texts.values()])
+        for ex, texts in zip(block, work, strict=True):
+            yield from self._copies(ex, texts)
+
+    # ------------------------------------------------------------------ candidates
+
+    def _find_candidates(self, texts: list[_Text]) -> None:
+        k = self.options.k
+        for_vectors: list[tuple[_Text, int]] = []
+        requests: dict[tuple[int, ...], list[tuple[_Text, int]]] = {}
+        if self.mlm is not None:
+            self._encode_words(t.words for t in texts)
+        for t in texts:
+            drawn = t.drawn()
+            if self.mlm is None:
+                for_vectors += [(t, i) for i in drawn]
+                continue
+            context: list[int] = []
+            starts = []
+            for word in t.words:
+                starts.append(len(context))
+                context += self._pieces[word]
+            for i in drawn:
+                pieces = self._pieces[t.words[i]]
+                if len(pieces) == 1 and pieces[0] != self.mlm.unk_id:
+                    masked = self._masked_row(context, starts[i])
+                    requests.setdefault(masked, []).append((t, i))
+                else:
+                    for_vectors.append((t, i))
+        if requests:
+            self._ask_mlm(requests, k)
+        if self.vectors is not None and for_vectors:
+            vectors = self.vectors
+            rows = [vectors.lookup(t.words[i]) for t, i in for_vectors]
+            found = vectors.neighbours((r for r in rows if r is not None), k)
+            self.summary.vector_words = vectors.computed
+            for (t, i), row in zip(for_vectors, rows, strict=True):
+                if row is not None and len(found[row]):
+                    word = t.words[i]
+                    t.cands[i] = [match_case(word, vectors.words[j]) for j in found[row]]
+                    t.source[i] = 2
+
+    def _encode_words(self, words: Iterable[Iterable[str]]) -> None:
+        assert self.mlm is not None
+        new = list(dict.fromkeys(w for ws in words for w in ws if w not in self._pieces))
+        if new:
+            encodings = self.mlm.tokenizer.encode_batch_fast(new, add_special_tokens=False)
+            self._pieces.update((w, tuple(e.ids)) for w, e in zip(new, encodings, strict=True))
+
+    def _masked_row(self, context: list[int], at: int) -> tuple[int, ...]:
+        """[CLS] context [SEP] with context[at] = [MASK], cut to a window of max_len tokens
+        around the mask when longer."""
+        assert self.mlm is not None
+        width = self.mlm.max_len - 2
+        start = min(max(0, at - width // 2), max(0, len(context) - width))
+        window = context[start : start + width]
+        window[at - start] = self.mlm.mask_id
+        return (self.mlm.cls_id, *window, self.mlm.sep_id)
+
+    def _ask_mlm(self, requests: dict[tuple[int, ...], list[tuple[_Text, int]]], k: int) -> None:
+        """All masked rows of a block through the MLM, shortest first, batch_size at a time."""
+        assert self.mlm is not None
+        mlm = self.mlm
+        rows = sorted(requests, key=len)
+        self.summary.mlm_sentences += len(rows)
+        for start in range(0, len(rows), mlm.batch_size):
+            batch = rows[start : start + mlm.batch_size]
+            top = np.asarray(mlm.topk([list(r) for r in batch], k + _SPARE))
+            if top.shape[0] != len(batch):
+                raise RuntimeError(f"MLM top-k returned {top.shape[0]} rows for {len(batch)}")
+            for row, ids in zip(batch, top.tolist(), strict=True):
+                for t, i in requests[row]:
+                    word = t.words[i]
+                    own = {word.lower(), _token_text(mlm.tokenizer, self._pieces[word][0])}
+                    cands = []
+                    for token_id in ids:
+                        token = mlm.tokenizer.id_to_token(token_id)
+                        if token is None or is_special_word(token) or token.lower() in own:
+                            continue
+                        cands.append(match_case(word, token))
+                        if len(cands) == k:
+                            break
+                    if cands:
+                        t.cands[i], t.source[i] = cands, 1
+
+    # ------------------------------------------------------------------ copies
+
+    def _copies(self, ex: Example, texts: dict[str, _Text]) -> Iterator[Example]:
+        summary, opts = self.summary, self.options
+        summary.rows_in += 1
+        summary.rows_out += 1
+        yield ex
+        seen = {(ex.text_a, ex.text_b)}
+        words = summary.words
+        for j in range(opts.n):
+            counts = [0, 0, 0]
+            new = {key: t.copy(j, counts) for key, t in texts.items()}
+            pair = (new.get("a", ex.text_a), new.get("b", ex.text_b))
+            if opts.dedupe and pair in seen:
+                summary.duplicates_dropped += 1
+                continue
+            seen.add(pair)
+            n_words = sum(len(t.spans) for t in texts.values())
+            words["kept_no_candidates"] += counts[0]
+            words["replaced_mlm"] += counts[1]
+            words["replaced_vectors"] += counts[2]
+            words["kept_not_drawn"] += n_words - sum(counts)
+            summary.copies += 1
+            summary.rows_out += 1
+            yield dataclasses.replace(
+                ex, text_a=pair[0], text_b=pair[1], source=f"{ex.source} (copy {j + 1})"
+            )
+
+
+def _token_text(tokenizer: Tokenizer, token_id: int) -> str:
+    return (tokenizer.id_to_token(token_id) or "").lower()
+
+
+# --------------------------------------------------------------------------- files
+
+
+def augment_file(
+    task: TaskSpec,
+    source: str | Path,
+    output: str | Path,
+    options: AugmentOptions,
+    vectors: WordVectors | None,
+    mlm: MaskedLM | None,
+    on_error: OnError = "raise",
+    progress: bool = True,
+) -> AugmentSummary:
+    """Augment `task`'s training file `source` into `output`, in the task's own format (read
+    back by the task's reader), and write the summary as JSON beside it
+    (`<output>.summary.json`). Both are written under temporary names and renamed at the end,
+    so an interrupted run leaves no partial file."""
+    if task.kind == "token":
+        raise UserError(
+            f"task {task.name!r} labels entity spans (character offsets into the text), which "
+            "cannot survive replacing words; augment sentence (pair) classification tasks"
+        )
+    source, output = Path(source), Path(output)
+    if not output.parent.is_dir():
+        raise UserError(f"augment.output {output}: folder {output.parent} does not exist")
+    if output.exists() and source.exists() and output.resolve() == source.resolve():
+        raise UserError(f"augment.output {output} is the input file; write it elsewhere")
+    started = time.perf_counter()
+    augmenter = Augmenter(options, vectors, mlm)
+    stream = ExampleStream(task, source, on_error)
+    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    bar = tqdm(total=_count_lines(source), unit="ex", desc="augment", disable=not progress)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            write = row_writer(task, f)
+            for ex in augmenter.run(_counted(stream, bar)):
+                write(ex)
+        bar.total = bar.n
+        bar.close()
+        summary = augmenter.summary
+        summary.skipped_rows = stream.skipped
+        summary.seconds = round(time.perf_counter() - started, 3)
+        os.replace(tmp, output)
+    finally:
+        bar.close()
+        tmp.unlink(missing_ok=True)
+    report = {
+        "task": task.name,
+        "input": str(source),
+        "output": str(output),
+        "options": dataclasses.asdict(options),
+        "mlm": mlm is not None,
+        "word_vectors": None if vectors is None else vectors.source,
+        **summary.to_dict(),
+    }
+    summary_path = summary_file(output)
+    tmp_json = summary_path.with_name(f".{summary_path.name}.tmp-{os.getpid()}")
+    tmp_json.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp_json, summary_path)
+    return summary
+
+
+def summary_file(output: str | Path) -> Path:
+    """Where augment_file writes its summary: `<output>.summary.json`."""
+    output = Path(output)
+    return output.with_name(output.name + ".summary.json")
+
+
+def _counted(examples: Iterable[Example], bar: tqdm) -> Iterator[Example]:
+    for ex in examples:
+        bar.update(1)
+        yield ex
+
+
+def _count_lines(path: Path) -> int:
+    """Lines in a file (an estimate of its rows for the progress bar), read 1 MiB at a time."""
+    count = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            count += chunk.count(b"\n")
+    return count
