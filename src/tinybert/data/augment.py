@@ -28,6 +28,7 @@ import gzip
 import json
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ import torch
 from tokenizers import PreTokenizedString, Tokenizer, normalizers, pre_tokenizers
 from tqdm.auto import tqdm
 
-from tinybert.data.base import Example, OnError, TaskSpec
+from tinybert.data.base import QUIET_INTERVAL_S, Example, OnError, TaskSpec
 from tinybert.data.tasks import ExampleStream, row_writer
 from tinybert.errors import UserError
 
@@ -595,7 +596,13 @@ def augment_file(
     augmenter = Augmenter(options, vectors, mlm)
     stream = ExampleStream(task, source, on_error)
     tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    bar = tqdm(total=_count_lines(source), unit="ex", desc="augment", disable=not progress)
+    bar = tqdm(
+        total=_count_lines(source),
+        unit="ex",
+        desc="augment",
+        disable=not progress,
+        mininterval=QUIET_INTERVAL_S if not sys.stderr.isatty() else 0.1,
+    )
     try:
         with open(tmp, "w", encoding="utf-8", newline="") as f:
             write = row_writer(task, f)

@@ -17,6 +17,9 @@ from typing import Literal, TextIO
 from tinybert.errors import UserError
 
 OnError = Literal["raise", "skip"]
+# Progress bars of long data jobs redraw this seldom (seconds) when stderr is not a terminal
+# (CI, `make demo > log`), so a log gets a line now and then instead of thousands of redraws.
+QUIET_INTERVAL_S = 30.0
 
 
 @dataclass(frozen=True)

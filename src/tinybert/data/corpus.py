@@ -36,6 +36,7 @@ import hashlib
 import io
 import json
 import random
+import sys
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -51,6 +52,7 @@ from tokenizers import Tokenizer
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tinybert.data.base import QUIET_INTERVAL_S
 from tinybert.data.tokenization import load_tokenizer
 from tinybert.errors import UserError
 
@@ -345,7 +347,14 @@ def prepare_corpus(
     rng = random.Random(options.seed)
     stats = CorpusStats()
     total = sum(f.stat().st_size for f in files)
-    bar = tqdm(total=total, unit="B", unit_scale=True, desc="prepare-corpus", disable=not progress)
+    bar = tqdm(
+        total=total,
+        unit="B",
+        unit_scale=True,
+        desc="prepare-corpus",
+        disable=not progress,
+        mininterval=QUIET_INTERVAL_S if not sys.stderr.isatty() else 0.1,
+    )
     start = time.perf_counter()
     # Tokenising block k+1 (Rust threads, GIL released) overlaps packing block k (Python).
     with ThreadPoolExecutor(max_workers=1) as pool:
