@@ -94,7 +94,8 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", help="MLM precision: auto, fp32, bf16")
     args = parser.parse_args()
 
-    from tinybert.data.augment import Augmenter, AugmentOptions, load_word_vectors
+    from tinybert.data.augment import Augmenter, AugmentOptions
+    from tinybert.data.word_vectors import load_word_vectors
     from tinybert.train.precision import resolve_precision
 
     precision = resolve_precision(args.precision, torch.device("cpu"))

@@ -19,16 +19,14 @@ from tinybert.data.augment import (
     Augmenter,
     AugmentOptions,
     MaskedLM,
-    WordVectors,
     augment_file,
     candidate_exclusions,
-    load_word_vectors,
-    match_case,
-    split_words,
     summary_file,
 )
 from tinybert.data.base import Example
 from tinybert.data.task_data import load_task_data
+from tinybert.data.word_vectors import WordVectors, load_word_vectors
+from tinybert.data.words import match_case, split_words
 from tinybert.errors import UserError
 from tinybert.recipes.augment import run_augment
 

@@ -24,10 +24,8 @@ example order, makes the output identical for a given seed whatever the block si
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import json
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -35,248 +33,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-from tokenizers import PreTokenizedString, Tokenizer, normalizers, pre_tokenizers
+from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from tinybert.data.base import QUIET_INTERVAL_S, Example, OnError, TaskSpec
 from tinybert.data.tasks import ExampleStream, row_writer
+from tinybert.data.word_vectors import SPARE, WordVectors
+from tinybert.data.words import is_special_word, match_case, split_words
 from tinybert.errors import UserError
-
-# MLM and neighbour candidates asked for beyond k: the word itself and its case variants are
-# dropped from them afterwards.
-_SPARE = 4
-_SCORES_PER_CHUNK = 1 << 24  # similarity scores held at once (64 MB of float32)
-_VECTOR_LINES_PER_CHUNK = 16384  # vector-file lines converted to float32 at once
-
-# BERT's basic tokenisation without lowercasing or accent stripping, so that each word's span
-# in the original text is known: clean_text, CJK characters split off, whitespace/punctuation.
-_NORMALIZER = normalizers.BertNormalizer(
-    clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False
-)
-_PRE_TOKENIZER = pre_tokenizers.BertPreTokenizer()
-# Never a candidate: [CLS]-style specials and [unusedN], <unk>/</s>, ##continuation pieces.
-_SPECIAL_WORD = re.compile(r"\[[^\[\]\s]*\]|<[^<>\s]*>|##.*", re.S)
-
-
-def split_words(text: str) -> list[tuple[int, int]]:
-    """The words of `text` as BERT's basic tokenizer splits them (before WordPiece), as
-    (start, end) character spans into `text`: "It's 北京!" -> It, ', s, 北, 京, !."""
-    pre = PreTokenizedString(text)
-    pre.normalize(lambda normalized: _NORMALIZER.normalize(normalized))
-    _PRE_TOKENIZER.pre_tokenize(pre)
-    return [
-        span for _, span, _ in pre.get_splits(offset_referential="original", offset_type="char")
-    ]
-
-
-def is_special_word(word: str) -> bool:
-    """[CLS], [unused3], <unk>, </s>, ##ing: vocabulary entries that are never candidates."""
-    return _SPECIAL_WORD.fullmatch(word) is not None
-
-
-def _is_cjk_char(word: str) -> bool:
-    """One CJK ideograph (the ranges of BERT's basic tokenizer, which makes each one a word)."""
-    if len(word) != 1:
-        return False
-    cp = ord(word)
-    return (
-        0x4E00 <= cp <= 0x9FFF
-        or 0x3400 <= cp <= 0x4DBF
-        or 0x20000 <= cp <= 0x2A6DF
-        or 0x2A700 <= cp <= 0x2B73F
-        or 0x2B740 <= cp <= 0x2B81F
-        or 0x2B820 <= cp <= 0x2CEAF
-        or 0xF900 <= cp <= 0xFAFF
-        or 0x2F800 <= cp <= 0x2FA1F
-    )
-
-
-def match_case(word: str, candidate: str) -> str:
-    """`candidate` in the case of `word`: APPLE -> PEAR, Apple -> Pear, apple -> pear (as is)."""
-    if len(word) > 1 and word.isupper():
-        return candidate.upper()
-    if word[:1].isupper():
-        return candidate[:1].upper() + candidate[1:]
-    return candidate
-
-
-# --------------------------------------------------------------------------- word vectors
-
-
-class WordVectors:
-    """Word vectors for nearest-neighbour candidates: one unit-length row per distinct word.
-
-    A word of the text is looked up as it is, else lowercased (GloVe is uncased). Its
-    neighbours are the words of highest cosine similarity, leaving out the word itself (and its
-    case variants), special entries (<unk>, [UNK], ##x) and zero vectors; a single CJK character
-    gets single CJK characters only, so a replaced character stays one word.
-    """
-
-    def __init__(self, words: list[str], matrix: np.ndarray, source: str = ""):
-        self.words, self.source = words, source
-        self.index = {w: i for i, w in enumerate(words)}
-        norms = np.linalg.norm(matrix, axis=1)
-        usable = (norms > 0) & np.array([not is_special_word(w) for w in words], dtype=bool)
-        cjk = np.array([_is_cjk_char(w) for w in words], dtype=bool)
-        # Candidates and queries: the usable rows only, unit length (a zero vector or a special
-        # entry has no neighbours and is nobody's). Single CJK characters also form a pool.
-        self.rows = np.flatnonzero(usable)  # pool position -> row
-        self.position = np.full(len(words), -1, dtype=np.int64)  # row -> pool position
-        self.position[self.rows] = np.arange(len(self.rows))
-        unit = matrix[self.rows] / norms[self.rows, None]
-        self.unit = torch.from_numpy(np.ascontiguousarray(unit, dtype=np.float32))
-        self.cjk = cjk
-        self._cjk_rows = np.flatnonzero(usable & cjk)
-        self._cjk_unit = self.unit[torch.from_numpy(self.position[self._cjk_rows])]
-        self._cache: dict[int, np.ndarray] = {}  # row -> neighbour rows, best first
-        self._k = 0
-
-    @property
-    def dim(self) -> int:
-        return int(self.unit.shape[1])
-
-    def __len__(self) -> int:
-        return len(self.words)
-
-    @property
-    def computed(self) -> int:
-        """Words whose neighbours have been computed (and are cached)."""
-        return len(self._cache)
-
-    def lookup(self, word: str) -> int | None:
-        """The row of `word` (as is, else lowercased), or None."""
-        row = self.index.get(word)
-        return self.index.get(word.lower()) if row is None else row
-
-    def neighbours(self, rows: Iterable[int], k: int) -> dict[int, np.ndarray]:
-        """Each row's (at most) k nearest rows, best first; computed once per row and cached."""
-        if k != self._k:
-            self._cache, self._k = {}, k
-        wanted = list(dict.fromkeys(rows))
-        todo = [r for r in wanted if r not in self._cache]
-        step = max(1, _SCORES_PER_CHUNK // max(1, len(self.words)))
-        for start in range(0, len(todo), step):
-            self._compute(todo[start : start + step], k)
-        return {r: self._cache[r] for r in wanted}
-
-    def _compute(self, chunk: list[int], k: int) -> None:
-        queries = [r for r in chunk if self.position[r] >= 0]
-        for row in chunk:
-            self._cache[row] = np.zeros(0, dtype=np.int32)
-        for cjk in (False, True):
-            group = [r for r in queries if bool(self.cjk[r]) == cjk]
-            pool_rows, pool = (self._cjk_rows, self._cjk_unit) if cjk else (self.rows, self.unit)
-            if not group or not len(pool_rows):
-                continue
-            scores = self.unit[torch.from_numpy(self.position[group])] @ pool.T  # cosine
-            top = torch.topk(scores, min(k + _SPARE, len(pool_rows)), dim=1).indices
-            for row, found in zip(group, pool_rows[top.numpy()], strict=True):
-                own = self.words[row].lower()  # the word itself and its case variants
-                keep = [j for j in found.tolist() if self.words[j].lower() != own][:k]
-                self._cache[row] = np.asarray(keep, dtype=np.int32)
-
-
-def load_word_vectors(path: str | Path, max_vectors: int | None = None) -> WordVectors:
-    """Read a word-vector text file: GloVe (`word v1 ... vD` a line) or word2vec's text format
-    (the same after an `N D` header line); plain or gzip-compressed. `max_vectors`: read only
-    the first N words (the files list frequent words first). A repeated word keeps its first
-    vector; an entry whose word holds spaces (a few in GloVe 840B) is left out. A line with
-    the wrong number of values, or a value that is not a finite number, is an error naming
-    file:line."""
-    path = Path(path)
-    if not path.is_file():
-        state = "is a directory" if path.is_dir() else "not found"
-        raise UserError(f"augment.word_vectors {path}: {state}; give a GloVe or word2vec text file")
-    with open(path, "rb") as probe:
-        gzipped = probe.read(2) == b"\x1f\x8b"
-    words: list[str] = []
-    seen: set[str] = set()
-    blocks: list[np.ndarray] = []
-    pending: list[list[str]] = []
-    pending_lines: list[int] = []
-    dim: int | None = None
-    first = 0  # the line that fixed the dimension (0: the word2vec header)
-    with gzip.open(path, "rb") if gzipped else open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise UserError(
-                    f"{path}:{lineno}: not UTF-8 text; word vectors must be a text file (GloVe, "
-                    "or word2vec saved with binary=False)"
-                ) from None
-            parts = line.split()
-            if not parts:
-                continue
-            if lineno == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
-                dim = int(parts[1])  # word2vec header: N D
-                if dim < 1:
-                    raise UserError(f"{path}:1: the header says {dim} dimensions")
-                continue
-            if dim is None:
-                dim, first = len(parts) - 1, lineno
-                if dim < 1:
-                    raise UserError(
-                        f"{path}:{lineno}: expected a word and its vector, got {line!r}"
-                    )
-            if len(parts) != dim + 1:
-                if len(parts) > dim + 1 and not any(_is_number(p) for p in parts[1:-dim]):
-                    continue  # a word with spaces in it: never a word of BERT's basic tokeniser
-                raise UserError(_dimension_error(path, lineno, len(parts) - 1, dim, first))
-            if parts[0] in seen:
-                continue
-            seen.add(parts[0])
-            words.append(parts[0])
-            pending.append(parts[1:])
-            pending_lines.append(lineno)
-            if len(pending) >= _VECTOR_LINES_PER_CHUNK:
-                blocks.append(_to_floats(path, pending, pending_lines))
-                pending, pending_lines = [], []
-            if max_vectors is not None and len(words) >= max_vectors:
-                break
-    if pending:
-        blocks.append(_to_floats(path, pending, pending_lines))
-    if not words or dim is None:
-        raise UserError(f"{path}: no word vectors in it (expected `word v1 ... vD` lines)")
-    return WordVectors(words, np.concatenate(blocks), source=str(path))
-
-
-def _dimension_error(path: Path, lineno: int, got: int, dim: int, first: int) -> str:
-    if first == 0:
-        return (
-            f"{path}:{lineno}: {got} values, but the word2vec header (line 1) says {dim} "
-            f"dimensions; every line must be a word and {dim} numbers"
-        )
-    return (
-        f"{path}:{lineno}: {got} values, but line {first} has {dim}: vectors of mixed dimensions "
-        f"or a broken line; every line must be a word and {dim} numbers"
-    )
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _to_floats(path: Path, rows: list[list[str]], lines: list[int]) -> np.ndarray:
-    try:
-        out = np.array(rows, dtype=np.float32)
-    except ValueError:
-        for values, lineno in zip(rows, lines, strict=True):
-            bad = next((v for v in values if not _is_number(v)), None)
-            if bad is not None:
-                raise UserError(f"{path}:{lineno}: {bad!r} is not a number") from None
-        raise
-    finite = np.isfinite(out).all(axis=1)
-    if not finite.all():
-        lineno = lines[int(np.argmin(finite))]
-        raise UserError(f"{path}:{lineno}: the vector holds a value that is not finite (nan, inf)")
-    return out
-
 
 # --------------------------------------------------------------------------- masked LM
 
@@ -514,7 +278,7 @@ class Augmenter:
         self.summary.mlm_sentences += len(rows)
         for start in range(0, len(rows), mlm.batch_size):
             batch = rows[start : start + mlm.batch_size]
-            top = np.asarray(mlm.topk([list(r) for r in batch], k + _SPARE))
+            top = np.asarray(mlm.topk([list(r) for r in batch], k + SPARE))
             if top.shape[0] != len(batch):
                 raise RuntimeError(f"MLM top-k returned {top.shape[0]} rows for {len(batch)}")
             for row, ids in zip(batch, top.tolist(), strict=True):

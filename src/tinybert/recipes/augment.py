@@ -22,12 +22,12 @@ from tinybert.data.augment import (
     MlmTopK,
     augment_file,
     candidate_exclusions,
-    load_word_vectors,
     summary_file,
 )
 from tinybert.data.task_data import check_vocab, task_spec, train_path
 from tinybert.data.tasks import ExampleStream
 from tinybert.data.tokenization import load_tokenizer, tokenizer_info
+from tinybert.data.word_vectors import load_word_vectors
 from tinybert.errors import UserError
 from tinybert.model import BertForMaskedLM, load_model
 from tinybert.train.distributed import resolve_device
