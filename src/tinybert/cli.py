@@ -472,19 +472,21 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    code = 1
     try:
-        return run(argv)
+        code = run(argv)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return getattr(exc, "exit_code", 2)  # Interrupted: 128 + the signal (130, 143)
+        code = getattr(exc, "exit_code", 2)  # Interrupted: 128 + the signal (130, 143)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        code = 130
     finally:
         if "torch.distributed" in sys.modules:  # leave torchrun's process group cleanly
             from tinybert.train.distributed import cleanup
 
-            cleanup()
+            cleanup(synchronise=code == 0)
+    return code
 
 
 if __name__ == "__main__":

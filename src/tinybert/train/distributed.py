@@ -119,6 +119,13 @@ def setup(device_name: str) -> tuple[Dist, torch.device]:
     return Dist(rank, world, local), device
 
 
-def cleanup() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def cleanup(synchronise: bool = False) -> None:
+    """Leave the process group. `synchronise` (a command that succeeded on every process):
+    wait for the others first, so no process tears down its gloo connections while another
+    still uses them (that aborted a process at exit now and then). Not after an error: the
+    others may never get there (torchrun then stops them)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if synchronise:
+        dist.barrier()
+    dist.destroy_process_group()
