@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from tinybert.config import RunConfig, dump_yaml, load_run_config
 from tinybert.errors import UserError
+from tinybert.paths import check_output_dir, check_output_file
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -375,32 +376,6 @@ def _evaluate(args: argparse.Namespace, cfg: RunConfig) -> None:
     output.write_text(text + "\n", encoding="utf-8")
 
 
-def check_output_dir(path: Path, what: str) -> None:
-    """An output folder (made if missing) must not be a file, nor lie under one."""
-    for existing in (path, *path.parents):
-        if not existing.exists():
-            continue
-        if not existing.is_dir():
-            where = "" if existing == path else f" lies under {existing}, which"
-            raise UserError(f"{what} {path}{where} is a file; give a folder")
-        return
-
-
-def check_output_file(path: Path, what: str, inputs: tuple[str, ...] = ()) -> None:
-    """An output file must go into an existing folder, not be a folder, and not be an input."""
-    if path.is_dir():
-        raise UserError(f"{what} {path} is a directory; give a file name")
-    if not path.parent.is_dir():
-        raise UserError(f"{what} {path}: folder {path.parent} does not exist; create it first")
-    for given in inputs:
-        if (
-            given not in ("", "-")
-            and Path(given).exists()
-            and Path(given).resolve() == path.resolve()
-        ):
-            raise UserError(f"{what} {path} is the input file; write the output elsewhere")
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line; overrides may come before, between and after options (argparse alone
     takes a list of positionals only once: `evaluate a=1 --model DIR b=2` would refuse b=2)."""
@@ -461,7 +436,6 @@ def run(argv: list[str] | None = None) -> int:
     elif args.command == "init-model":
         from tinybert.recipes.init_model import run_init_model
 
-        check_output_dir(Path(args.output), "--output")
         out = run_init_model(cfg, args.vocab, args.output, lowercase=not args.cased)
         s = cfg.student
         print(

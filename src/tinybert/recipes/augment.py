@@ -30,6 +30,7 @@ from tinybert.data.tokenization import load_tokenizer, tokenizer_info
 from tinybert.data.word_vectors import load_word_vectors
 from tinybert.errors import UserError
 from tinybert.model import BertForMaskedLM, load_model
+from tinybert.paths import check_output_dir
 from tinybert.train.distributed import resolve_device
 from tinybert.train.precision import autocast, resolve_precision
 
@@ -95,11 +96,7 @@ def _check_output(cfg: RunConfig, source: Path, output: Path) -> None:
     """The output must not overwrite the input nor any split of the task, nor be a folder."""
     if output.is_dir():
         raise UserError(f"augment.output {output} is a directory; give a file name")
-    for parent in output.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise UserError(f"augment.output {output}: {parent} is a file, not a folder")
-            break
+    check_output_dir(output.parent, "augment.output's folder")  # made if missing
     task = task_spec(cfg.task)
     data_dir = Path(cfg.task.data_dir)
     protected = [

@@ -14,6 +14,7 @@ from tinybert.data import load_tokenizer, tokenizer_info
 from tinybert.distill.student import student_shape
 from tinybert.errors import UserError
 from tinybert.model import BertConfig, BertModel, save_model
+from tinybert.paths import check_output_dir
 
 
 def run_init_model(cfg: RunConfig, vocab_file: str, out_dir: str, lowercase: bool = True) -> Path:
@@ -23,8 +24,7 @@ def run_init_model(cfg: RunConfig, vocab_file: str, out_dir: str, lowercase: boo
         raise UserError(f"--vocab: file not found: {vocab}")
     words = vocab.read_text(encoding="utf-8").splitlines()
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--output {out} is a file; give a folder for the new model")
+    check_output_dir(out, "--output")
     out.mkdir(parents=True, exist_ok=True)
     (out / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
     (out / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": lowercase}) + "\n")
