@@ -343,8 +343,8 @@ def _mismatch_message(
 def _no_mlm_message(path: Path, missing: list[str]) -> str:
     return (
         f"{path}: no masked-LM head; missing from the checkpoint ({len(missing)}): "
-        f"{', '.join(missing)}\n"
-        "Fix: head 'mlm' needs a model with an MLM head, e.g. a Hugging Face BertForMaskedLM or "
+        f"{', '.join(missing)}; "
+        "head 'mlm' needs a model with an MLM head, e.g. a Hugging Face BertForMaskedLM or "
         "BertForPreTraining directory such as bert-base-uncased (a fine-tuned classifier or a "
         "bare encoder has none)."
     )
