@@ -30,7 +30,7 @@ format: setup
 	$(BIN)/ruff format src tests bench scripts
 
 demo: setup
-	$(BIN)/python -u scripts/demo.py
+	$(BIN)/python -u scripts/demo.py   # = tinybert run --config configs/demo.yaml, + a baseline
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info .mypy_cache .import_linter_cache

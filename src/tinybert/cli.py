@@ -1,5 +1,7 @@
 """The `tinybert` command line.
 
+    tinybert run          --config configs/demo.yaml     # every stage below, wired, + report
+    tinybert report       runs/demo                      # rebuild runs/demo/report from files
     tinybert prepare-corpus wiki/*.txt.gz --tokenizer MODEL_DIR --output corpus/
     tinybert general-distill --config configs/general.yaml teacher=MODEL_DIR corpus.path=corpus/
     tinybert finetune     --config configs/sst2.yaml [key.sub=value ...]
@@ -9,6 +11,7 @@
                           [--config configs/sst2.yaml]     # -> .../best/onnx
     tinybert evaluate     --config configs/sst2.yaml --model .../best/onnx [--precision int8]
     tinybert predict      --model .../best/onnx sentences.tsv [--output out.jsonl]
+    tinybert benchmark    --config configs/sst2.yaml --model .../best   # -> .../best/speed.json
     tinybert augment      --config configs/sst2.yaml augment.word_vectors=glove.txt.gz \
                           [augment.mlm=bert-base-uncased/]   # -> <output_dir>/augmented/
     tinybert show-config  --config configs/sst2.yaml [key.sub=value ...]
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -75,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     epilog = EPILOG + "\n".join(config_keys())
     _add_prepare_corpus(sub)
     helps = {
+        "run": "run.stages in order (prepare-corpus, general-distill, finetune, augment, "
+        "task-distill, evaluate, export, benchmark, report), each stage's output wired to the "
+        "next one's input; finished stages are skipped, an interrupted run continues",
         "general-distill": "general distillation of a bare student on a prepared corpus; "
         "writes <output_dir>/general",
         "finetune": "fine-tune a BERT directory on a task (the teacher); writes <output_dir>/teacher",
@@ -86,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
         "masked-LM and word-vector candidates); writes <output_dir>/augmented/<train file> in "
         "the task's format, for task.train_file",
         "show-config": "print the merged, checked configuration as YAML",
+        "benchmark": "inference speed (sequences/s) of a saved model on the task's dev "
+        "sentences: PyTorch fp32, and ONNX Runtime fp32/int8 where it has an export (DIR/onnx), "
+        "at each benchmark.batch_sizes; writes <model>/speed.json",
         "init-model": "write a randomly initialised BERT of shape student.* with a given "
         "vocabulary (a teacher to fine-tune from scratch where no pre-trained one exists)",
     }
@@ -100,12 +109,21 @@ def build_parser() -> argparse.ArgumentParser:
         _add_config_args(p)
         if name == "evaluate":
             _add_evaluate_args(p)
+        if name == "benchmark":
+            p.add_argument("--model", required=True, help="saved model directory")
         if name == "init-model":
             p.add_argument("--vocab", required=True, help="WordPiece vocab.txt (one token a line)")
             p.add_argument("--output", required=True, help="folder for the new model")
             p.add_argument("--cased", action="store_true", help="do not lowercase text")
     _add_export(sub, epilog)
     _add_predict(sub)
+    text = (
+        "rebuild <run dir>/report (report.md, report.html, plots) from the files a run wrote, "
+        "running no model; says which parts are missing"
+    )
+    p = sub.add_parser("report", help=text, description=text)
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run's output_dir")
+    p.add_argument("--output", help="folder for the report (default: RUN_DIR/report)")
     return parser
 
 
@@ -295,34 +313,14 @@ def _check_output_dir(cfg: RunConfig) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from tinybert.export.onnx import export_model
+    from tinybert.export.onnx import export_for_task
 
-    splits = task = None
-    batch_size = 32
-    if args.config or args.overrides:  # a task is given: check on (and score) its dev data
-        from tinybert.data.task_data import check_labels, load_task_data, task_spec
-        from tinybert.model import load_config
-
-        cfg = load_run_config(args.config, args.overrides)
-        task = task_spec(cfg.task)
-        config = load_config(args.model)
-        check_labels(config, task, args.model)
-        data = load_task_data(cfg.task, args.model, cfg.seed, False, config.vocab_size)
-        # evaluate's batch size: int8 results depend a little on batch composition (dynamic
-        # quantisation scales each activation tensor as a whole), so the two then agree.
-        splits, batch_size = data.dev, cfg.finetune.eval_batch_size
+    # A task given (config or overrides): check on, and score, its dev data.
+    cfg = load_run_config(args.config, args.overrides) if args.config or args.overrides else None
     output = args.output or str(Path(args.model) / "onnx")
-    result = export_model(
-        args.model,
-        output,
-        opset=args.opset,
-        optimize=args.optimize,
-        int8=args.int8,
-        splits=splits,
-        task=task,
-        batch_size=batch_size,
-    )
+    result = export_for_task(args.model, output, cfg, args.opset, args.optimize, args.int8)
     print("\n".join(result.summary()))
+    _refresh_card(args.model)
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -355,7 +353,7 @@ def _predict(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace, cfg: RunConfig) -> None:
-    from tinybert.evaluate import default_output, run_evaluate
+    from tinybert.evaluate import default_output, run_evaluate, write_results
 
     if not args.model and not args.onnx:
         raise UserError("evaluate needs --model DIR (a saved model or an export folder)")
@@ -371,9 +369,36 @@ def _evaluate(args: argparse.Namespace, cfg: RunConfig) -> None:
             "the metrics leave them out",
             file=sys.stderr,
         )
-    text = json.dumps(results, indent=2)
-    print(text)  # stdout is the JSON alone: notices go to stderr or into the JSON
-    output.write_text(text + "\n", encoding="utf-8")
+    print(write_results(results, output))  # stdout: the JSON alone (notices: stderr, or in it)
+    if output == default_output(model_dir):
+        _refresh_card(model_dir)
+
+
+def _refresh_card(*model_dirs: str | Path | None) -> None:
+    """(Re)write the model card (README.md) of saved models from the files beside them; a
+    README.md that tinybert did not write is left alone."""
+    from tinybert.report.card import write_cards
+
+    if os.environ.get("RANK", "0") == "0":  # under torchrun: the main process only
+        write_cards([Path(d) for d in model_dirs if d is not None])
+
+
+def _benchmark(args: argparse.Namespace, cfg: RunConfig) -> None:
+    from tinybert.speed import SpeedOptions, run_benchmark, summary_lines
+
+    result, path = run_benchmark(cfg, args.model, SpeedOptions.from_config(cfg.benchmark))
+    print("\n".join(summary_lines(result)))
+    print(f"-> {path}")
+    _refresh_card(args.model)
+
+
+def _report(args: argparse.Namespace) -> None:
+    from tinybert.report import build_report
+
+    built = build_report(args.run_dir, args.output)
+    print(f"report: {built.md}\n        {built.html}")
+    for line in built.missing:
+        print(f"missing: {line}", file=sys.stderr)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -399,27 +424,39 @@ def run(argv: list[str] | None = None) -> int:
     if args.command == "predict":
         _predict(args)
         return 0
+    if args.command == "report":
+        _report(args)
+        return 0
     cfg = load_run_config(args.config, args.overrides)
     # Recipes are imported only here, so `--help` and config errors answer before torch loads.
     if args.command == "show-config":
         print(dump_yaml(cfg), end="")
+    elif args.command == "run":
+        from tinybert.pipeline import run_pipeline
+
+        run_pipeline(args.config, args.overrides)
+    elif args.command == "benchmark":
+        _benchmark(args, cfg)
     elif args.command == "general-distill":
         from tinybert.recipes.general_distill import run_general_distill
 
         _check_output_dir(cfg)
         result = run_general_distill(cfg)
+        _refresh_card(result.final_dir)
         print(f"general distillation: {result.steps} steps -> {result.final_dir}")
     elif args.command == "finetune":
         from tinybert.recipes.finetune import run_finetune
 
         _check_output_dir(cfg)
         result = run_finetune(cfg)
+        _refresh_card(result.best_dir, result.final_dir)
         print(f"teacher: best {result.best_metric} at step {result.best_step} -> {result.best_dir}")
     elif args.command == "task-distill":
         from tinybert.recipes.task_distill import run_task_distill
 
         _check_output_dir(cfg)
         for phase, result in run_task_distill(cfg).items():
+            _refresh_card(result.best_dir, result.final_dir)
             best = (
                 f", best {result.best_metric} at step {result.best_step}" if result.best_dir else ""
             )

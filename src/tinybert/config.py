@@ -186,6 +186,10 @@ class CorpusConfig(_Checked):
     path: str = ""  # a folder made by `tinybert prepare-corpus`, or a seed TFRecord folder
     # use only the first N sequences (demo, quick runs)
     max_sequences: Annotated[int, Range(ge=1)] | None = None
+    # `tinybert run`'s prepare-corpus stage: the raw text (files or globs: plain, WikiExtractor,
+    # .gz/.bz2) it packs into corpus.path ("" there = <output_dir>/corpus), tokenised by GD's teacher
+    inputs: tuple[str, ...] = ()
+    max_seq_length: Annotated[int, Range(ge=5, le=8192)] = 128  # tokens per packed sequence
 
 
 @dataclass(frozen=True)
@@ -289,6 +293,67 @@ class AugmentConfig(_Checked):
             )
 
 
+# `tinybert run`'s stages, in the only order they can run (each reads what an earlier one wrote).
+Stage = Literal[
+    "prepare-corpus",
+    "general-distill",
+    "finetune",
+    "augment",
+    "task-distill",
+    "evaluate",
+    "export",
+    "benchmark",
+    "report",
+]
+STAGES: tuple[str, ...] = typing.get_args(Stage)
+
+
+@dataclass(frozen=True)
+class PipelineConfig(_Checked):
+    """`tinybert run`: which stages run, wired output to input (see tinybert/pipeline.py)."""
+
+    stages: tuple[Stage, ...] = (
+        "finetune",
+        "task-distill",
+        "evaluate",
+        "export",
+        "benchmark",
+        "report",
+    )
+    # general-distill's teacher: "" = `model`, the pre-trained BERT the teacher is fine-tuned
+    # from (the paper distils general knowledge from the pre-trained, not the fine-tuned, model)
+    general_teacher: str = ""
+
+    def _check_together(self) -> None:
+        order = [STAGES.index(s) for s in self.stages]
+        if not self.stages or order != sorted(set(order)):
+            raise ConfigValueError(
+                type(self).__name__,
+                ("stages",),
+                f"must list stages once each, in this order: {', '.join(STAGES)}; got "
+                f"{list(self.stages)!r}",
+            )
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig(_Checked):
+    """`tinybert benchmark`: inference speed on the task's own dev sentences (speed.json)."""
+
+    batch_sizes: tuple[Annotated[int, Range(ge=1)], ...] = (1, 32)
+    max_sentences: Annotated[int, Range(ge=1)] = 256  # the first N rows of the first dev split
+    repeats: Annotated[int, Range(ge=1)] = 2  # timed passes; the fastest counts
+    threads: Annotated[int, Range(ge=1)] | None = None  # CPU threads; null = the library's
+
+
+@dataclass(frozen=True)
+class CardConfig(_Checked):
+    """What model cards (README.md beside every saved model) cannot read from the files."""
+
+    # the Hugging Face hub id of the pre-trained model the teacher was fine-tuned from (e.g.
+    # sentence-transformers/all-MiniLM-L6-v2): the cards' base_model; "" = not written
+    base_model: str = ""
+
+
 @dataclass(frozen=True)
 class RunConfig(_Checked):
     """Everything one `tinybert` command needs. Each command reads the sections it uses."""
@@ -305,6 +370,9 @@ class RunConfig(_Checked):
     student: StudentConfig = field(default_factory=StudentConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    run: PipelineConfig = field(default_factory=PipelineConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    card: CardConfig = field(default_factory=CardConfig)
     finetune: TrainConfig = field(default_factory=TrainConfig)
     intermediate: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, lr=5e-5))
     prediction: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, lr=3e-5))
@@ -442,8 +510,10 @@ def _where(origin: dict[str, str], key: str) -> str:
     return "defaults"
 
 
-def build(cls: type, data: Any, prefix: str, origin: dict[str, str]) -> Any:
-    """Build dataclass `cls` from a nested dict, checking every key and type."""
+def build(cls: type, data: Any, prefix: str, origin: dict[str, str], defaults: Any = None) -> Any:
+    """Build dataclass `cls` from a nested dict, checking every key and type. Keys the dict
+    leaves out take their values from `defaults` (an instance) where given, else the class's:
+    a section with its own defaults (e.g. `general`) keeps them when a YAML sets one key."""
     if not isinstance(data, dict):
         key = prefix.rstrip(".")
         raise UserError(f"config key '{key}' (from {_where(origin, key)}) must be a mapping")
@@ -461,11 +531,12 @@ def build(cls: type, data: Any, prefix: str, origin: dict[str, str]) -> Any:
         key = prefix + name
         hint = hints[name]
         if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-            kwargs[name] = build(hint, value, key + ".", origin)
+            kwargs[name] = build(hint, value, key + ".", origin, _section_default(fields[name]))
         else:
             kwargs[name] = _check(value, hint, key, _where(origin, key))
     try:
-        return cls(**kwargs)  # __post_init__ checks each key's declared range
+        # __post_init__ checks each key's declared range (replace runs it too)
+        return cls(**kwargs) if defaults is None else dataclasses.replace(defaults, **kwargs)
     except ConfigValueError as exc:
         keys = [prefix + k for k in exc.keys]
         # Exact origins: a key of a cross-field check may have been left at its default.
@@ -473,6 +544,13 @@ def build(cls: type, data: Any, prefix: str, origin: dict[str, str]) -> Any:
         raise UserError(
             f"config key{'s' if len(keys) > 1 else ''} {named}: {exc.problem}"
         ) from None
+
+
+def _section_default(f: dataclasses.Field) -> Any:
+    """The default instance of a section field (its default_factory's), or None."""
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
 
 
 def _check(value: Any, hint: Any, key: str, where: str) -> Any:

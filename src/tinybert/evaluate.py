@@ -7,16 +7,18 @@ dev split(s), with the same data, batching and metrics as evaluation during trai
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import torch
 
 from tinybert.config import RunConfig
-from tinybert.data.task_data import check_labels, load_task_data, task_spec
+from tinybert.data.task_data import check_labels, check_length, load_task_data, task_spec
 from tinybert.errors import UserError
 from tinybert.export.backend import check_precision, resolve_backend
 from tinybert.export.runtime import OnnxLogits, find_onnx
-from tinybert.model import BertConfig, load_config, load_model
+from tinybert.model import load_config, load_model
 from tinybert.train.distributed import resolve_device
 from tinybert.train.inference import LogitsFn, evaluate_splits
 from tinybert.train.precision import autocast
@@ -51,7 +53,7 @@ def run_evaluate(
         config, model = torch_model.config, torch_model.to(device)
         info.update(precision=precision)
     check_labels(config, task, model_dir)
-    _check_length(cfg.task.max_seq_length, config)
+    check_length(cfg.task.max_seq_length, config.max_position_embeddings)
     data = load_task_data(cfg.task, model_dir, cfg.seed, False, config.vocab_size, quiet=True)
     batch = cfg.finetune.eval_batch_size
     with torch.no_grad(), autocast(device, precision if backend == "torch" else "fp32"):
@@ -59,13 +61,19 @@ def run_evaluate(
     return {**info, **metrics, "skipped_rows": sum(data.skipped.values())}
 
 
-def _check_length(max_seq_length: int, config: BertConfig) -> None:
-    if max_seq_length > config.max_position_embeddings:
-        raise UserError(
-            f"task.max_seq_length {max_seq_length} is longer than the model's "
-            f"max_position_embeddings ({config.max_position_embeddings})"
-        )
+RESULTS_FILE = "eval_results.json"
 
 
 def default_output(model_dir: str | Path) -> Path:
-    return Path(model_dir) / "eval_results.json"
+    return Path(model_dir) / RESULTS_FILE
+
+
+def write_results(results: dict, output: str | Path) -> str:
+    """The results as indented JSON, written to `output` (atomically: a reader never sees half a
+    file); returns the text."""
+    text = json.dumps(results, indent=2)
+    output = Path(output)
+    tmp = output.with_name(f".{output.name}.tmp")
+    tmp.write_text(text + "\n", encoding="utf-8")
+    os.replace(tmp, output)
+    return text

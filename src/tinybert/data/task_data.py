@@ -68,6 +68,15 @@ def train_path(cfg: TaskConfig) -> Path:
     return Path(cfg.data_dir) / task_spec(cfg).train_split
 
 
+def check_length(max_seq_length: int, max_positions: int) -> None:
+    """task.max_seq_length must fit the model's position table (max_position_embeddings)."""
+    if max_seq_length > max_positions:
+        raise UserError(
+            f"task.max_seq_length {max_seq_length} is longer than the model's "
+            f"max_position_embeddings ({max_positions})"
+        )
+
+
 def check_metric(task: TaskSpec, name: str | None) -> None:
     """`task.metric` (None: the task's own) must be one of the metrics the task is scored by;
     the recipes check it before any training, not at the first evaluation."""

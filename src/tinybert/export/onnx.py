@@ -34,8 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tinybert.config import RunConfig
 from tinybert.data import TaskDataset, TaskSpec, load_tokenizer, tokenizer_info
 from tinybert.data.metrics import compute_metrics
+from tinybert.data.task_data import check_labels, load_task_data, task_spec
 from tinybert.errors import UserError
 from tinybert.export.runtime import (
     FP32_FILE,
@@ -46,7 +48,7 @@ from tinybert.export.runtime import (
     OnnxLogits,
     is_export_dir,
 )
-from tinybert.model import BertTaskModel, load_model, saved_head
+from tinybert.model import BertTaskModel, load_config, load_model, saved_head
 from tinybert.model.bert import Layer, SelfAttention
 from tinybert.model.hub import CONFIG_FILE, TOKENIZER_FILES, WEIGHTS_FILES
 from tinybert.train.inference import predict_logits, torch_logits_fn
@@ -334,6 +336,36 @@ def export_model(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return result
+
+
+def export_for_task(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    cfg: RunConfig | None,
+    opset: int = MIN_OPSET,
+    optimize: bool = False,
+    int8: bool = False,
+) -> ExportResult:
+    """`tinybert export`: export_model, checked on and scoring the task's dev data when a run
+    config is given (`--config`), else on generated batches only."""
+    if cfg is None:
+        return export_model(model_dir, out_dir, opset=opset, optimize=optimize, int8=int8)
+    task = task_spec(cfg.task)
+    config = load_config(model_dir)
+    check_labels(config, task, str(model_dir))
+    data = load_task_data(cfg.task, str(model_dir), cfg.seed, False, config.vocab_size)
+    # evaluate's batch size: int8 results depend a little on batch composition (dynamic
+    # quantisation scales each activation tensor as a whole), so the two then agree.
+    return export_model(
+        model_dir,
+        out_dir,
+        opset=opset,
+        optimize=optimize,
+        int8=int8,
+        splits=data.dev,
+        task=task,
+        batch_size=cfg.finetune.eval_batch_size,
+    )
 
 
 def _write_files(

@@ -59,6 +59,10 @@ def run_general_distill(cfg: RunConfig) -> TrainResult:
         # can skip its search for unused ones.
         find_unused_parameters=min(d.attention_weight, d.hidden_weight, d.embedding_weight) == 0,
         section="general",
-        settings=stage_settings(cfg, "teacher", "seed", "corpus", "student", *PHASE1_KEYS),
+        settings=stage_settings(
+            cfg,
+            *("teacher", "seed", "corpus.path", "corpus.max_sequences", "student"),
+            *PHASE1_KEYS,
+        ),
     )
     return trainer.fit()

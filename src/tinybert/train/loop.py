@@ -618,7 +618,12 @@ class Trainer:
         self._write_checkpoint(final)
         if self.dist.is_main:
             self.log.write(
-                {"step": self.pos.step, "done": True, "best_metric": self.pos.best_metric}
+                {
+                    "step": self.pos.step,
+                    "done": True,
+                    "best_metric": self.pos.best_metric,
+                    "best_step": self.pos.best_step,
+                }
             )
         return self._result()
 

@@ -1,0 +1,236 @@
+"""Run the planned stages in order: banner, skip or run, record, refresh the model cards."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from tinybert.config import RunConfig, load_run_config
+from tinybert.errors import Interrupted, UserError
+from tinybert.paths import check_output_dir
+from tinybert.pipeline.estimate import Clock, stage_cost
+from tinybert.pipeline.record import RunRecord
+from tinybert.pipeline.stages import (
+    Stage,
+    Wiring,
+    finished_marks,
+    mtimes,
+    plan,
+    stage_config,
+    up_to_date,
+)
+from tinybert.report import build_report
+from tinybert.report.card import write_cards
+from tinybert.train import distributed
+from tinybert.train.distributed import Dist
+
+
+def run_pipeline(configs: Sequence[str], overrides: Sequence[str]) -> RunRecord:
+    """`tinybert run`: every stage of `run.stages`, wired; returns the run's record."""
+    configs, overrides = list(configs), list(overrides)
+    cfg = load_run_config(configs, overrides)
+    stages = plan(cfg, configs, overrides)
+    check_output_dir(Path(cfg.output_dir), "output_dir")
+    w = Wiring.of(cfg)
+    dist, _ = distributed.setup(cfg.device)
+    record = RunRecord.start(w, configs, overrides, cfg.task.name, stages)
+    if dist.is_main:
+        record.write()
+    clock = Clock({s.name: stage_cost(s, cfg, w) for s in stages})
+    start = time.time()
+    for i, stage in enumerate(stages):
+        stage_cfg = stage_config(configs, overrides, stage)
+        if dist.is_main:
+            tqdm.write(_banner(i, stages, time.time() - start, clock, stage_cfg, w))
+        t0 = time.time()
+        previous = dict(record.stage(stage.name))  # what an earlier run recorded
+        if dist.is_main:  # a run killed outright (SIGKILL, power) shows where it was
+            record.stage(stage.name)["status"] = "running"
+            record.write()
+        try:
+            status = _run_stage(stage, stage_cfg, w, previous, dist)
+        except (Interrupted, KeyboardInterrupt):
+            _end(record, stage, "interrupted", time.time() - t0, w, dist)
+            raise
+        except UserError:
+            _end(record, stage, "failed", time.time() - t0, w, dist)
+            raise
+        seconds = time.time() - t0
+        clock.done(stage.name, seconds, worked=status == "done")
+        if status == "done" and previous.get("status") == "interrupted":
+            seconds += previous.get("seconds") or 0.0  # the stage's time before it stopped
+        _end(record, stage, status, seconds, w, dist)
+    if dist.is_main:
+        tqdm.write(_closing(w, time.time() - start))
+    return record
+
+
+def _end(record: RunRecord, stage: Stage, status: str, seconds: float, w: Wiring, dist: Dist):
+    if dist.is_main:
+        record.finish(stage, status, seconds, w)
+        write_cards(_model_dirs(w))
+
+
+def _model_dirs(w: Wiring) -> list[Path]:
+    """Every best/ and final/ this run wrote (never a teacher or base model from elsewhere)."""
+    stage_dirs = [w.out / "teacher", w.out / "general", *(w.out / "student").glob("*")]
+    return [d / kind for d in stage_dirs for kind in ("best", "final") if (d / kind).is_dir()]
+
+
+def _banner(i: int, stages: list[Stage], elapsed: float, clock: Clock, cfg: RunConfig, w: Wiring):
+    stage = stages[i]
+    pending = [s.name for s in stages[i:] if not _looks_finished(s, cfg, w)]
+    left = clock.left(pending)
+    eta = (
+        "time left: estimated once a stage has been timed"
+        if left is None
+        else (f"about {_minutes(left)} left")
+    )
+    return (
+        f"=== [{i + 1}/{len(stages)}] {stage.name}: reads {', '.join(stage.reads) or '-'}; "
+        f"writes {', '.join(stage.writes)} | {_minutes(elapsed)} elapsed, {eta}"
+    )
+
+
+def _looks_finished(stage: Stage, cfg: RunConfig, w: Wiring) -> bool:
+    marks = finished_marks(stage, cfg, w)
+    if marks:
+        return all(m.is_file() for m in marks)
+    return bool(stage.outputs) and all(Path(o).is_file() for o in stage.outputs)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def _run_stage(stage: Stage, cfg: RunConfig, w: Wiring, previous: dict, dist: Dist) -> str:
+    """Run one stage; "done" if it did work, "skipped" if it was already finished."""
+    if stage.trains:
+        marks = finished_marks(stage, cfg, w)
+        before = mtimes(marks)
+        _train(stage.name, cfg)
+        return "skipped" if None not in before and mtimes(marks) == before else "done"
+    skip = False
+    if dist.is_main:
+        skip = up_to_date(stage, previous) or _corpus_ready(stage, cfg, w)
+        if skip:
+            tqdm.write(f"{stage.name}: already done with these settings; skipping")
+        else:
+            _work(stage.name, cfg, w)
+    flags = dist.gather(skip)  # the others wait while the main process works
+    return "skipped" if flags[0] else "done"
+
+
+def _train(name: str, cfg: RunConfig) -> None:
+    """A training stage, always with resume=auto: a finished stage is skipped by the loop, an
+    interrupted one continues, and changed settings are refused naming the keys."""
+    if name == "finetune":
+        from tinybert.recipes.finetune import run_finetune
+
+        run_finetune(_with_resume(cfg))
+    elif name == "general-distill":
+        from tinybert.recipes.general_distill import run_general_distill
+
+        run_general_distill(_with_resume(cfg))
+    else:
+        from tinybert.recipes.task_distill import run_task_distill
+
+        run_task_distill(_with_resume(cfg))
+
+
+def _with_resume(cfg: RunConfig) -> RunConfig:
+    import dataclasses
+
+    return dataclasses.replace(cfg, resume=cfg.resume or "auto")
+
+
+def _corpus_ready(stage: Stage, cfg: RunConfig, w: Wiring) -> bool:
+    """prepare-corpus: a corpus already in corpus.path, made from the same inputs at the same
+    length, is used as it is; one made otherwise is refused (never silently replaced)."""
+    meta_path = Path(w.corpus) / "meta.json"
+    if stage.name != "prepare-corpus" or not meta_path.is_file():
+        return False
+    from tinybert.data.corpus import expand_inputs
+
+    meta = json.loads(meta_path.read_text())
+    sources = [str(Path(p).resolve()) for p in expand_inputs(list(cfg.corpus.inputs))]
+    if meta.get("max_seq_length") != cfg.corpus.max_seq_length or meta.get("sources") != sources:
+        raise UserError(
+            f"{w.corpus} holds a corpus made from other inputs or at another length "
+            f"(max_seq_length {meta.get('max_seq_length')}, now {cfg.corpus.max_seq_length}); "
+            "remove it, or set corpus.path to a new folder"
+        )
+    return True
+
+
+def _work(name: str, cfg: RunConfig, w: Wiring) -> None:
+    """The non-training stages, on the main process."""
+    if name == "prepare-corpus":
+        from tinybert.data.corpus import PackingOptions, prepare_corpus
+
+        check_output_dir(Path(w.corpus), "corpus.path")
+        options = PackingOptions(max_seq_length=cfg.corpus.max_seq_length)
+        stats = prepare_corpus(list(cfg.corpus.inputs), w.gd_teacher, w.corpus, options)
+        tqdm.write(f"prepare-corpus: {stats.sequences} sequences -> {w.corpus}")
+    elif name == "augment":
+        from tinybert.recipes.augment import run_augment
+
+        result = run_augment(cfg)
+        tqdm.write("\n".join(result.summary.lines()))
+    elif name == "report":
+        built = build_report(w.out)
+        tqdm.write(f"report: {built.md} and {built.html}")
+        for line in built.missing:
+            tqdm.write(f"  missing: {line}")
+    else:
+        for model in (w.teacher, w.student):
+            _per_model(name, cfg, model)
+
+
+def _per_model(name: str, cfg: RunConfig, model: str) -> None:
+    if not Path(model).is_dir():
+        raise UserError(
+            f"{name}: no model at {model}; add the stage that makes it to run.stages "
+            "(finetune for the teacher, task-distill for the student)"
+        )
+    if name == "evaluate":
+        from tinybert.evaluate import default_output, run_evaluate, write_results
+
+        results = run_evaluate(cfg, model)
+        write_results(results, default_output(model))
+        shown = {k: v for k, v in results.items() if isinstance(v, float)}
+        tqdm.write(f"evaluate {model}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+    elif name == "export":
+        from tinybert.export.onnx import export_for_task
+
+        exported = export_for_task(model, Path(model) / "onnx", cfg, optimize=True, int8=True)
+        tqdm.write("\n".join(exported.summary()))
+    else:
+        from tinybert.speed import SpeedOptions, run_benchmark, summary_lines
+
+        speed, path = run_benchmark(cfg, model, SpeedOptions.from_config(cfg.benchmark))
+        tqdm.write("\n".join([f"benchmark {model} -> {path}", *summary_lines(speed)]))
+
+
+def _closing(w: Wiring, seconds: float) -> str:
+    """The run's last lines: teacher vs student, from the files the stages wrote."""
+    lines = [f"=== tinybert run finished in {_minutes(seconds)}: {w.out}"]
+    evals = {}
+    for role, model in (("teacher", w.teacher), ("student", w.student)):
+        path = Path(model) / "eval_results.json"
+        if path.is_file():
+            evals[role] = json.loads(path.read_text())
+    if len(evals) == 2:
+        key = next((k for k, v in evals["student"].items() if isinstance(v, float)), None)
+        if key is not None and key in evals["teacher"]:
+            t, s = evals["teacher"][key], evals["student"][key]
+            kept = f", {100 * s / t:.1f}% kept" if t else ""
+            lines.append(f"dev {key}: teacher {t:.4f}, student {s:.4f}{kept}")
+    report = w.out / "report" / "report.html"
+    if report.is_file():
+        lines.append(f"report: {report}")
+    return "\n".join(lines)

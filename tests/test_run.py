@@ -1,0 +1,219 @@
+"""`tinybert run` end to end on tiny fixtures: finetune -> task-distill -> evaluate -> export ->
+benchmark -> report; rerun skips; killed in the middle and rerun, the same result; and
+`tinybert report` on the finished directory and on a half-finished copy."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.numpy import load_file
+
+from tinybert.cli import main
+from tinybert.config import load_run_config
+from tinybert.errors import UserError
+from tinybert.pipeline.stages import plan
+
+from .conftest import TINY
+
+STAGES = "[finetune, task-distill, evaluate, export, benchmark, report]"
+
+
+def run_args(out: Path, bert: Path, sst2: Path, stages: str = STAGES) -> list[str]:
+    return [
+        f"model={bert}",
+        f"output_dir={out}",
+        f"task.data_dir={sst2}",
+        f"run.stages={stages}",
+        "task.max_seq_length=16",
+        "student.num_hidden_layers=1",
+        "student.hidden_size=16",
+        f"student.num_attention_heads={TINY['num_attention_heads']}",
+        "student.intermediate_size=24",
+        "finetune.epochs=8",
+        "finetune.batch_size=8",
+        "finetune.lr=3e-3",
+        "finetune.eval_steps=24",
+        "intermediate.epochs=30",
+        "intermediate.batch_size=8",
+        "intermediate.save_steps=10",
+        "prediction.epochs=2",
+        "prediction.batch_size=8",
+        "prediction.lr=1e-3",
+        "prediction.eval_steps=6",
+        "benchmark.max_sentences=8",
+        "benchmark.batch_sizes=[1, 4]",
+        "benchmark.repeats=1",
+        "card.base_model=prajjwal1/bert-tiny",
+    ]
+
+
+def stages_of(out: Path) -> dict[str, dict]:
+    return {s["name"]: s for s in json.loads((out / "run.json").read_text())["stages"]}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> tuple[Path, list[str]]:
+    """One finished tiny run, shared by the tests that read it."""
+    from .conftest import write_sst2, write_tiny_bert
+
+    root = tmp_path_factory.mktemp("run")
+    bert = write_tiny_bert(root / "bert")
+    sst2 = write_sst2(root / "sst2")
+    args = run_args(root / "out", bert, sst2)
+    assert main(["run", *args]) == 0
+    return root / "out", args
+
+
+def test_run_writes_every_stage_wired_and_recorded(finished_run):
+    out, _ = finished_run
+    teacher, student = out / "teacher/best", out / "student/prediction/best"
+    stages = stages_of(out)
+    assert list(stages) == [
+        "finetune", "task-distill", "evaluate", "export", "benchmark", "report"
+    ]  # fmt: skip
+    assert all(s["status"] == "done" and s["seconds"] > 0 for s in stages.values())
+    # wiring: the teacher finetune kept is the one task-distill read, exports sit beside models
+    assert f"teacher={teacher}" in stages["task-distill"]["command"]
+    distill_cfg = (out / "student/prediction/config.yaml").read_text()
+    assert f"teacher: {teacher}" in distill_cfg
+    for model in (teacher, student):
+        assert json.loads((model / "eval_results.json").read_text())["accuracy"] > 0
+        assert (model / "onnx/model_int8.onnx").is_file()
+        speed = json.loads((model / "speed.json").read_text())
+        assert {(r["backend"], r["precision"]) for r in speed["results"]} == {
+            ("torch", "fp32"), ("onnx", "fp32"), ("onnx", "int8")
+        }  # fmt: skip
+    assert (out / "report/report.html").is_file() and (out / "report/report.md").is_file()
+    models = json.loads((out / "run.json").read_text())["models"]
+    assert models["teacher"] == str(teacher) and models["student"] == str(student)
+
+
+def test_every_saved_model_has_a_card_the_hub_reads(finished_run):
+    from huggingface_hub import ModelCard
+
+    out, _ = finished_run
+    folders = sorted(p.parent for p in out.glob("**/final/config.json"))
+    folders += sorted(p.parent for p in out.glob("**/best/config.json"))
+    assert len(folders) == 5  # teacher best/final, phase 1 final, phase 2 best/final
+    for folder in folders:
+        card = ModelCard.load(folder / "README.md")
+        assert "tinybert" in card.data.tags
+        assert card.data.base_model == "prajjwal1/bert-tiny"
+    for model in (out / "teacher/best", out / "student/prediction/best"):
+        results = ModelCard.load(model / "README.md").data.eval_results
+        accuracy = json.loads((model / "eval_results.json").read_text())["accuracy"]
+        assert [r.metric_value for r in results if r.metric_type == "accuracy"] == [accuracy]
+
+
+def test_rerun_skips_everything_and_changes_nothing(finished_run, capsys):
+    out, args = finished_run
+    before = {
+        p: p.read_bytes() for p in out.glob("**/*") if p.is_file() and p.suffix != ".png"
+        and p.parent.name != "report" and p.name not in ("run.json", "README.md", ".lock")
+    }  # fmt: skip
+    seconds = {k: v["seconds"] for k, v in stages_of(out).items()}
+    assert main(["run", *args]) == 0
+    stages = stages_of(out)
+    assert {k: v["status"] for k, v in stages.items() if k != "report"} == {
+        k: "skipped" for k in seconds if k != "report"
+    }
+    # a skipped stage keeps the time of the run that did its work
+    assert all(stages[k]["seconds"] == seconds[k] for k in seconds if k != "report")
+    after = {p: p.read_bytes() for p in before}
+    assert after == before
+    printed = capsys.readouterr()
+    assert "already finished" in printed.out + printed.err
+
+
+def test_changed_setting_of_a_finished_stage_is_reported(finished_run, tmp_path, capsys):
+    out, args = finished_run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    moved = [a.replace(str(out), str(copy)) for a in args]
+    code = main(["run", *moved, "finetune.lr=1e-3"])
+    err = capsys.readouterr().err
+    assert code == 2 and "finetune.lr" in err and "saved 0.003, now 0.001" in err
+    assert stages_of(copy)["finetune"]["status"] == "failed"
+
+
+def test_killed_run_continues_to_the_same_result(finished_run, tmp_path):
+    out, args = finished_run
+    other = tmp_path / "out"
+    moved = [a.replace(str(out), str(other)) for a in args]
+    cmd = [sys.executable, "-m", "tinybert", "run", *moved]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    mark = other / "student/intermediate/checkpoint-10"
+    deadline = time.time() + 120
+    while not mark.is_dir() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1].decode()
+    assert proc.returncode == 143, err  # stopped in phase 1, the step saved
+    assert stages_of(other)["task-distill"]["status"] == "interrupted"
+    assert stages_of(other)["finetune"]["status"] == "done"
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "resumed from" in done.stdout + done.stderr
+    for model in ("teacher/best", "student/prediction/best"):
+        want = load_file(out / model / "model.safetensors")
+        got = load_file(other / model / "model.safetensors")
+        assert want.keys() == got.keys()
+        assert all((want[k] == got[k]).all() for k in want), model
+        metrics = [json.loads((d / model / "eval_results.json").read_text()) for d in (out, other)]
+        assert metrics[0]["accuracy"] == metrics[1]["accuracy"]
+
+
+def test_report_rebuilds_from_files_alone(finished_run, tmp_path, capsys):
+    out, _ = finished_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    shutil.rmtree(copy / "report")
+    assert main(["report", str(copy)]) == 0
+    assert (copy / "report/report.html").is_file()
+    # half-finished: the student not evaluated yet, no run.json
+    (copy / "student/prediction/best/eval_results.json").unlink()
+    (copy / "run.json").unlink()
+    assert main(["report", str(copy)]) == 0
+    assert "eval_results.json" in capsys.readouterr().err
+
+
+def test_plan_refuses_runs_that_cannot_work(tmp_path):
+    def refused(*overrides: str) -> str:
+        cfg = load_run_config([], list(overrides))
+        with pytest.raises(UserError) as e:
+            plan(cfg, [], list(overrides))
+        return str(e.value)
+
+    assert "give model=" in refused("run.stages=[finetune, report]")
+    assert "corpus.inputs" in refused("run.stages=[prepare-corpus, general-distill]", "model=x")
+    assert "teacher=" in refused("run.stages=[task-distill, evaluate]", "teacher=")
+    assert "add prediction" in refused(
+        "run.stages=[task-distill, evaluate]", "teacher=t", "distill.phases=[intermediate]"
+    )
+    assert "student.init=teacher_layers" in refused(
+        "run.stages=[general-distill, task-distill]",
+        "model=m",
+        "teacher=t",
+        "corpus.path=c",
+        "student.init=teacher_layers",
+    )
+
+
+def test_stage_order_is_checked_in_the_config(capsys):
+    assert main(["show-config", "run.stages=[report, finetune]"]) == 2
+    assert "in this order: prepare-corpus, general-distill" in capsys.readouterr().err
+
+
+def test_a_section_keeps_its_own_defaults_when_a_file_sets_one_key():
+    cfg = load_run_config([], ["general.lr=1e-4", "intermediate.lr=1e-4"])
+    assert cfg.general.weight_decay == 1e-4 and cfg.general.group_by_length is False
+    assert cfg.intermediate.epochs == 10
