@@ -22,6 +22,8 @@ from tinybert.errors import UserError
 from tinybert.pipeline.stages import plan
 
 from .conftest import TINY
+from .test_augment import vectors_for
+from .test_report import parse
 
 STAGES = "[finetune, task-distill, evaluate, export, benchmark, report]"
 
@@ -94,6 +96,19 @@ def test_run_writes_every_stage_wired_and_recorded(finished_run):
     assert (out / "report/report.html").is_file() and (out / "report/report.md").is_file()
     models = json.loads((out / "run.json").read_text())["models"]
     assert models["teacher"] == str(teacher) and models["student"] == str(student)
+
+
+def test_report_html_is_self_contained_and_holds_the_evaluated_numbers(finished_run):
+    out, _ = finished_run
+    page = parse(out / "report/report.html")
+    assert page.images and page.links == [] and page.scripts == 0
+    assert all(src.startswith("data:image/png;base64,") for src in page.images)
+    for role, model in (("teacher", "teacher/best"), ("student", "student/prediction/best")):
+        results = json.loads((out / model / "eval_results.json").read_text())
+        assert page.table["metric:accuracy"][role] == results["accuracy"]
+        speed = json.loads((out / model / "speed.json").read_text())["results"]
+        row = next(r for r in speed if r["backend"] == "onnx" and r["precision"] == "int8")
+        assert page.table[f"speed:onnx:int8:{row['batch_size']}"][role] == row["sequences_per_s"]
 
 
 def test_every_saved_model_has_a_card_the_hub_reads(finished_run):
@@ -217,3 +232,25 @@ def test_a_section_keeps_its_own_defaults_when_a_file_sets_one_key():
     cfg = load_run_config([], ["general.lr=1e-4", "intermediate.lr=1e-4"])
     assert cfg.general.weight_decay == 1e-4 and cfg.general.group_by_length is False
     assert cfg.intermediate.epochs == 10
+
+
+def test_augment_stage_feeds_task_distill(tmp_path, tiny_bert_dir, sst2_dir):
+    """augment's output is the training file task-distill reads, and is made once."""
+    texts = [line.split("\t")[0] for line in (sst2_dir / "train.tsv").read_text().splitlines()]
+    glove = vectors_for(texts[1:], tmp_path / "glove.txt")
+    out = tmp_path / "out"
+    args = [
+        *run_args(out, tiny_bert_dir, sst2_dir, "[finetune, augment, task-distill]"),
+        f"augment.word_vectors={glove}",
+        "augment.n=2",
+        "intermediate.epochs=1",
+        "finetune.epochs=1",
+    ]
+    assert main(["run", *args]) == 0
+    augmented = out / "augmented/train.tsv"
+    rows = augmented.read_text().splitlines()
+    assert len(rows) > len((sst2_dir / "train.tsv").read_text().splitlines())
+    config = (out / "student/prediction/config.yaml").read_text()
+    assert f"train_file: {augmented}" in config
+    assert main(["run", *args]) == 0
+    assert stages_of(out)["augment"]["status"] == "skipped"

@@ -25,6 +25,7 @@ from tinybert.pipeline.stages import (
 )
 from tinybert.report import build_report
 from tinybert.report.card import write_cards
+from tinybert.report.collect import collect_run, common_speed, speed_label
 from tinybert.train import distributed
 from tinybert.train.distributed import Dist
 
@@ -187,16 +188,18 @@ def _work(name: str, cfg: RunConfig, w: Wiring) -> None:
         for line in built.missing:
             tqdm.write(f"  missing: {line}")
     else:
-        for model in (w.teacher, w.student):
+        for role, model in (("teacher", w.teacher), ("student", w.student)):
+            if not Path(model).is_dir():
+                fix = (
+                    "give teacher=<a fine-tuned model>, or add finetune to run.stages"
+                    if role == "teacher"
+                    else "add task-distill to run.stages"
+                )
+                raise UserError(f"{name}: no {role} at {model}; {fix}")
             _per_model(name, cfg, model)
 
 
 def _per_model(name: str, cfg: RunConfig, model: str) -> None:
-    if not Path(model).is_dir():
-        raise UserError(
-            f"{name}: no model at {model}; add the stage that makes it to run.stages "
-            "(finetune for the teacher, task-distill for the student)"
-        )
     if name == "evaluate":
         from tinybert.evaluate import default_output, run_evaluate, write_results
 
@@ -217,19 +220,27 @@ def _per_model(name: str, cfg: RunConfig, model: str) -> None:
 
 
 def _closing(w: Wiring, seconds: float) -> str:
-    """The run's last lines: teacher vs student, from the files the stages wrote."""
+    """The run's last lines: teacher vs student (main dev metric, size, speed), read back from
+    the files the stages wrote, as the report reads them."""
     lines = [f"=== tinybert run finished in {_minutes(seconds)}: {w.out}"]
-    evals = {}
-    for role, model in (("teacher", w.teacher), ("student", w.student)):
-        path = Path(model) / "eval_results.json"
-        if path.is_file():
-            evals[role] = json.loads(path.read_text())
-    if len(evals) == 2:
-        key = next((k for k, v in evals["student"].items() if isinstance(v, float)), None)
-        if key is not None and key in evals["teacher"]:
-            t, s = evals["teacher"][key], evals["student"][key]
-            kept = f", {100 * s / t:.1f}% kept" if t else ""
-            lines.append(f"dev {key}: teacher {t:.4f}, student {s:.4f}{kept}")
+    try:
+        run = collect_run(w.out)
+    except UserError:  # nothing to compare (e.g. a run of prepare-corpus alone)
+        return lines[0]
+    t, s, key = run.teacher, run.student, run.main_metric
+    if key and key in t.metrics and key in s.metrics:
+        kept = f" ({100 * s.metrics[key] / t.metrics[key]:.1f}% kept)" if t.metrics[key] > 0 else ""
+        lines.append(f"dev {key}: teacher {t.metrics[key]:.4f}, student {s.metrics[key]:.4f}{kept}")
+    if t.params and s.params:
+        lines.append(f"parameters: teacher {t.params:,}, student {s.params:,} "
+                     f"({t.params / s.params:.1f}x fewer)")  # fmt: skip
+    speed = common_speed(t, s)
+    if speed and t.speed and s.speed:
+        rate_t, rate_s = t.speed.results[speed], s.speed.results[speed]
+        lines.append(
+            f"{speed_label(speed)}: teacher {rate_t:.0f}, student {rate_s:.0f} sequences/s "
+            f"({rate_s / rate_t:.1f}x)"
+        )
     report = w.out / "report" / "report.html"
     if report.is_file():
         lines.append(f"report: {report}")

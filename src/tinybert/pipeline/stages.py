@@ -30,6 +30,11 @@ from tqdm.auto import tqdm
 from tinybert.config import RunConfig, load_run_config, to_dict
 from tinybert.data.task_data import train_path
 from tinybert.errors import UserError
+from tinybert.evaluate import RESULTS_FILE
+from tinybert.export.onnx import REPORT_FILE
+from tinybert.export.runtime import EXPORT_SUBDIR
+from tinybert.recipes.common import stage_settings
+from tinybert.speed import SPEED_FILE
 from tinybert.train.checkpoint import STATE_FILE
 
 TRAINING = ("general-distill", "finetune", "task-distill")
@@ -266,17 +271,10 @@ def _per_model(name: str, out_file: str, flags: list[str], keys: list[str]) -> P
             overrides=wired,
             commands=[line.command(name, wired, "--model", m, *flags) for m in models],
             outputs=outputs,
-            settings={k: _lookup(cfg, k) for k in keys} | {"models": models},
+            settings=stage_settings(cfg, *keys) | {"models": models},
         )
 
     return planner
-
-
-def _lookup(cfg: RunConfig, dotted: str) -> Any:
-    value: Any = cfg
-    for part in dotted.split("."):
-        value = getattr(value, part)
-    return to_dict(value) if hasattr(value, "__dataclass_fields__") else value
 
 
 def _report(cfg: RunConfig, w: Wiring, line: CommandLine) -> Stage:
@@ -296,12 +294,15 @@ _STAGES: dict[str, Planner] = {
     "augment": _augment,
     "task-distill": _task_distill,
     "evaluate": _per_model(
-        "evaluate", "eval_results.json", [], ["task", "finetune.eval_batch_size", "device"]
+        "evaluate", RESULTS_FILE, [], ["task", "finetune.eval_batch_size", "device"]
     ),
     "export": _per_model(
-        "export", "onnx/export.json", ["--optimize", "--int8"], ["task", "finetune.eval_batch_size"]
+        "export",
+        f"{EXPORT_SUBDIR}/{REPORT_FILE}",
+        ["--optimize", "--int8"],
+        ["task", "finetune.eval_batch_size"],
     ),
-    "benchmark": _per_model("benchmark", "speed.json", [], ["task", "benchmark"]),
+    "benchmark": _per_model("benchmark", SPEED_FILE, [], ["task", "benchmark"]),
     "report": _report,
 }
 
