@@ -383,3 +383,17 @@ def test_file_names_match_their_writers() -> None:
 def test_importing_the_report_does_not_import_torch() -> None:
     code = "import sys, tinybert.report; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_files_of_stages_the_run_does_not_plan_are_not_missing(
+    run_dir: tuple[Path, dict[str, int]],
+) -> None:
+    """run.json plans no export or benchmark: their absent files are not reported missing,
+    while an absent eval_results.json of the planned evaluate stage still is."""
+    root, _ = run_dir
+    student = root / "student" / "prediction" / "best"
+    for name in ("onnx/export.json", "speed.json", "eval_results.json"):
+        (student / name).unlink()
+    missing = build_report(root).missing
+    assert [m for m in missing if "export.json" in m or "speed.json" in m] == []
+    assert any("eval_results.json" in m for m in missing)

@@ -133,11 +133,17 @@ class _Reader:
         self.run_dir = run_dir
         self.missing: list[str] = []
         self.notes: list[str] = []
+        # the stages run.json plans; None without run.json (then every file is expected)
+        self.planned: set[str] | None = None
 
-    def json(self, path: Path, who: str, command: str) -> dict[str, Any] | None:
-        """The JSON object in `path`, or None (and a line in `missing`) if absent or garbled."""
+    def json(
+        self, path: Path, who: str, command: str, stage: str | None = None
+    ) -> dict[str, Any] | None:
+        """The JSON object in `path`, or None (and a line in `missing`) if absent or garbled.
+        A file of a `stage` the run does not plan is not missing when absent."""
         data, why = read_json(path)
-        if data is None:
+        unplanned = stage is not None and self.planned is not None and stage not in self.planned
+        if data is None and not (why == NOT_FOUND and unplanned):
             left_out = "" if why == NOT_FOUND else "; left out"
             how = f"tinybert run continues it, or: {command}"
             self.missing.append(f"{who}: {path} {why}{left_out} ({how})")
@@ -196,12 +202,14 @@ def _read_model(reader: _Reader, role: str, path: Path, cfg: str, train_cmd: str
         reader.missing.append(
             f"{role}: {weights} not found (tinybert run continues it, or: {train_cmd})"
         )
-    results = reader.json(path / EVAL_FILE, role, f"tinybert evaluate {cfg} --model {path}")
+    evaluate = f"tinybert evaluate {cfg} --model {path}"
+    results = reader.json(path / EVAL_FILE, role, evaluate, "evaluate")
     if results is not None:
         model.metrics, model.splits = metric_values(results), dev_splits(numbers(results))
         model.task = results["task"] if isinstance(results.get("task"), str) else None
     _read_export(reader, model, cfg)
-    speed = reader.json(path / SPEED_FILE, role, f"tinybert benchmark {cfg} --model {path}")
+    benchmark = f"tinybert benchmark {cfg} --model {path}"
+    speed = reader.json(path / SPEED_FILE, role, benchmark, "benchmark")
     if speed is not None:
         model.speed = _parse_speed(speed)
     return model
@@ -211,7 +219,7 @@ def _read_export(reader: _Reader, model: Model, cfg: str) -> None:
     """ONNX sizes and dev metrics from onnx/export.json (sizes from the files if it is absent)."""
     folder = model.path / EXPORT_SUBDIR
     command = f"tinybert export {cfg} --model {model.path} --int8"
-    data = reader.json(export_json(model.path), model.role, command)
+    data = reader.json(export_json(model.path), model.role, command, "export")
     files = numbers(data.get("files") or {}) if data and isinstance(data.get("files"), dict) else {}
     for name, label in ((FP32_FILE, "onnx fp32"), (INT8_FILE, "onnx int8")):
         if name in files:
@@ -300,6 +308,12 @@ def read_series(reader: _Reader, key: str, command: str) -> Series | None:
     return series
 
 
+def _status(item: dict[str, Any]) -> str:
+    status = str(item.get("status") or "?")
+    # `tinybert run` builds its report while the report stage is the one running
+    return "this report" if item["name"] == "report" and status == "running" else status
+
+
 def _stages(run: dict[str, Any]) -> list[Stage]:
     stages = []
     items = run.get("stages")
@@ -308,7 +322,7 @@ def _stages(run: dict[str, Any]) -> list[Stage]:
             stages.append(
                 Stage(
                     name=item["name"],
-                    status=str(item.get("status") or "?"),
+                    status=_status(item),
                     seconds=number(item.get("seconds")),
                     command=str(item.get("command") or ""),
                 )
@@ -393,6 +407,8 @@ def collect_run(run_dir: str | Path) -> RunData:
     reader = _Reader(root)
     run = _read_run(reader)
     stages = _stages(run) if run else []
+    if run:
+        reader.planned = {s.name for s in stages}
     cfg = _config_args(root, run)
     config = _saved_config(root)
     given, source = _teacher_source(root, run, config)
