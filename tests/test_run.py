@@ -254,3 +254,18 @@ def test_augment_stage_feeds_task_distill(tmp_path, tiny_bert_dir, sst2_dir):
     assert f"train_file: {augmented}" in config
     assert main(["run", *args]) == 0
     assert stages_of(out)["augment"]["status"] == "skipped"
+
+
+def test_evaluate_rewrites_the_card_of_a_stage_model_only(finished_run, tmp_path, capsys):
+    out, args = finished_run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    student = copy / "student/prediction/best"
+    (student / "README.md").unlink()
+    loose = tmp_path / "loose"  # a model outside any stage folder, e.g. a downloaded one
+    shutil.copytree(student, loose)
+    config = [a for a in args if a.startswith(("task.", "model="))]
+    assert main(["evaluate", *config, f"--model={student}"]) == 0
+    assert "model-index" in (student / "README.md").read_text()
+    assert main(["evaluate", *config, f"--model={loose}"]) == 0
+    assert not (loose / "README.md").exists()

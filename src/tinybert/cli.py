@@ -375,12 +375,22 @@ def _evaluate(args: argparse.Namespace, cfg: RunConfig) -> None:
 
 
 def _refresh_card(*model_dirs: str | Path | None) -> None:
-    """(Re)write the model card (README.md) of saved models from the files beside them; a
-    README.md that tinybert did not write is left alone."""
+    """(Re)write the model card (README.md) of models a tinybert stage saved (a folder of a
+    stage that logs metrics.jsonl, or one that already has our card) from the files beside
+    them. Other folders (a downloaded teacher, an export folder) are left alone, and so is a
+    README.md that tinybert did not write."""
     from tinybert.report.card import write_cards
 
-    if os.environ.get("RANK", "0") == "0":  # under torchrun: the main process only
-        write_cards([Path(d) for d in model_dirs if d is not None])
+    if os.environ.get("RANK", "0") != "0":  # under torchrun: the main process only
+        return
+    folders = [Path(d) for d in model_dirs if d is not None]
+    write_cards(
+        [
+            d
+            for d in folders
+            if (d.parent / "metrics.jsonl").is_file() or (d / "README.md").is_file()
+        ]
+    )
 
 
 def _benchmark(args: argparse.Namespace, cfg: RunConfig) -> None:
