@@ -26,13 +26,16 @@ from tinybert.train.inference import torch_logits_fn
 from .conftest import TINY, majority_rate, write_sst2, write_tiny_bert, write_vocab
 
 
-def make_classifier(directory: Path, head: str = "sequence", labels=("0", "1")) -> Path:
+def make_classifier(
+    directory: Path, head: str = "sequence", labels=("0", "1"), **config_keys
+) -> Path:
     """A random tiny classifier saved like a fine-tuned model (config, weights, tokenizer)."""
     write_vocab(directory)
     n_vocab = len((directory / "vocab.txt").read_text().split())
     torch.manual_seed(0)
     cls = BertForSequenceClassification if head == "sequence" else BertForTokenClassification
-    config = BertConfig(vocab_size=n_vocab, num_labels=len(labels), id2label=labels, **TINY)
+    shape = {**TINY, **config_keys}
+    config = BertConfig(vocab_size=n_vocab, num_labels=len(labels), id2label=labels, **shape)
     save_model(cls(config), directory, tokenizer_dir=directory)
     return directory
 
@@ -183,8 +186,11 @@ def test_default_output_is_inside_the_model_dir(tmp_path):
     assert (model_dir / "onnx" / FP32_FILE).is_file()
 
 
-def test_token_head_export(tmp_path):
-    model_dir = make_classifier(tmp_path / "tok", head="token", labels=("O", "B", "I"))
+@pytest.mark.parametrize("activation", [None, "relu"])  # relu: heads converted from the seed
+def test_token_head_export(tmp_path, activation):
+    model_dir = make_classifier(
+        tmp_path / "tok", head="token", labels=("O", "B", "I"), classifier_activation=activation
+    )
     result = export_model(model_dir, tmp_path / "onnx", optimize=True)
     assert result.head == "token"
     model, _ = load_model(model_dir, head="token")

@@ -267,3 +267,17 @@ def test_parity_on_real_minilm():
     torch.testing.assert_close(
         fused.last_hidden_state[real], got.last_hidden_state[real], atol=1e-4, rtol=1e-5
     )
+
+
+def test_classifier_activation_applies_relu_before_the_classifier():
+    """Heads converted from the MindSpore seed compute dense(relu(features))."""
+    torch.manual_seed(0)
+    config = BertConfig(**TINY, classifier_activation="relu")
+    for model in (BertForSequenceClassification(config), BertForTokenClassification(config)):
+        model.eval()
+        b = batch()
+        out = model(b["input_ids"], b["attention_mask"], b["token_type_ids"])
+        features = out.pooled_output if out.pooled_output is not None else out.last_hidden_state
+        assert torch.equal(out.logits, model.classifier(torch.relu(features)))
+    with pytest.raises(UserError, match="classifier_activation 'tanh' is not supported"):
+        BertConfig(**TINY, classifier_activation="tanh")

@@ -141,7 +141,7 @@ class ExportableBert(nn.Module):
             a = layer.attention.output(_attend(layer.attention.self, h, bias), h)
             h = layer.output(layer.intermediate(a), a)
         pooler = bert.pooler  # None exactly for the token head
-        return self.model.classifier(h if self.token_head or pooler is None else pooler(h))
+        return self.model.head(h if self.token_head or pooler is None else pooler(h))
 
 
 def _attend(att: SelfAttention, x: Tensor, bias: Tensor) -> Tensor:

@@ -32,6 +32,8 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "gelu_pytorch_tanh": partial(F.gelu, approximate="tanh"),
     "relu": F.relu,
 }
+# Activations on a head's input (BertConfig.classifier_activation).
+HEAD_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"relu": F.relu}
 
 # ---------------------------------------------------------------------------------------------
 # configuration
@@ -58,6 +60,10 @@ class BertConfig:
     id2label: tuple[str, ...] | None = None  # label names in class-index order; None = unnamed
     problem_type: str | None = None  # "single_label_classification" | "regression" | None
     classifier_dropout: float | None = None  # None: use hidden_dropout_prob (as HF does)
+    # An activation on the classifier's input: "relu" for models converted from the MindSpore
+    # seed, whose heads compute dense(relu(features)). Not a transformers key: transformers
+    # loads such a model without it (its logits then differ). None: plain BERT heads.
+    classifier_activation: str | None = None
 
     def __post_init__(self) -> None:
         if self.id2label is not None:  # accept any sequence, store a hashable tuple
@@ -84,6 +90,11 @@ class BertConfig:
             )
         if self.num_labels < 1:
             raise UserError(f"model config: num_labels must be >= 1, got {self.num_labels}")
+        if self.classifier_activation not in (None, *HEAD_ACTIVATIONS):
+            raise UserError(
+                f"model config: classifier_activation '{self.classifier_activation}' is not "
+                f"supported; use null or one of {sorted(HEAD_ACTIVATIONS)}"
+            )
 
     @classmethod
     def from_dict(cls, d: dict) -> BertConfig:
@@ -425,8 +436,12 @@ class BertForSequenceClassification(nn.Module):
         out = self.bert(
             input_ids, attention_mask, token_type_ids, output_hidden_states, output_attention_scores
         )
-        out.logits = self.classifier(self.dropout(out.pooled_output))
+        out.logits = self.head(out.pooled_output)
         return out
+
+    def head(self, features: Tensor) -> Tensor:
+        """Pooled (B, H) -> logits (B, C)."""
+        return _head(self, features)
 
 
 class BertForTokenClassification(nn.Module):
@@ -452,8 +467,19 @@ class BertForTokenClassification(nn.Module):
         out = self.bert(
             input_ids, attention_mask, token_type_ids, output_hidden_states, output_attention_scores
         )
-        out.logits = self.classifier(self.dropout(out.last_hidden_state))
+        out.logits = self.head(out.last_hidden_state)
         return out
+
+    def head(self, features: Tensor) -> Tensor:
+        """Hidden states (B, T, H) -> logits (B, T, C)."""
+        return _head(self, features)
+
+
+def _head(model: BertForSequenceClassification | BertForTokenClassification, x: Tensor) -> Tensor:
+    """dropout, the config's classifier_activation if any, then the classifier."""
+    x = model.dropout(x)
+    act = model.config.classifier_activation
+    return model.classifier(HEAD_ACTIVATIONS[act](x) if act else x)
 
 
 class BertForMaskedLM(nn.Module):
