@@ -179,3 +179,12 @@ def test_task_labels_and_token_ids_are_checked(tmp_path, tiny_bert_dir):
     rows[3]["input_ids"][1] = 10_000
     folder = write_seed_dataset(tmp_path / "gd", {"x.tfrecord": rows})
     _expect(folder, "token id 10000 is outside the teacher's vocabulary", tiny_bert_dir)
+
+
+def test_token_task_tfrecord_data_is_refused(tmp_path, tiny_bert_dir):
+    """The seed's NER records hold one tag per token: never read as one label per sentence."""
+    rows = seed_rows(4, 0, labels=True)
+    folder = write_seed_dataset(tmp_path / "ner", {"train.tfrecord": rows, "dev.tfrecord": rows})
+    cfg = load_run_config([], [f"task.data_dir={folder}", "task.name=cluener"]).task
+    with pytest.raises(UserError, match="TFRecord data is read for sentence.*train.json"):
+        load_task_data(cfg, str(tiny_bert_dir), seed=0)

@@ -15,6 +15,8 @@
     tinybert augment      --config configs/sst2.yaml augment.word_vectors=glove.txt.gz \
                           [augment.mlm=bert-base-uncased/]   # -> <output_dir>/augmented/
     tinybert show-config  --config configs/sst2.yaml [key.sub=value ...]
+    tinybert convert-mindspore tinybert_td.ckpt --vocab vocab.txt --output DIR [--task sst2]
+    tinybert convert-mindspore-config td_config_sst2.yaml [--output configs/mine.yaml]
 
 Every training command also runs under `torchrun --nproc_per_node N tinybert ...` (DDP).
 Mistakes a user can make end in one `error: ...` line and exit status 2, never a traceback.
@@ -124,7 +126,62 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help=text, description=text)
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run's output_dir")
     p.add_argument("--output", help="folder for the report (default: RUN_DIR/report)")
+    _add_convert(sub)
     return parser
+
+
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    text = (
+        "convert a MindSpore TinyBERT checkpoint (.ckpt of the seed system: GD student, TD "
+        "classification or NER model, BERT teacher) into a Hugging Face directory; MindSpore "
+        "is not needed"
+    )
+    p = sub.add_parser("convert-mindspore", help=text, description=text)
+    p.add_argument("checkpoint", metavar="CKPT", help="the MindSpore .ckpt file")
+    p.add_argument("--output", required=True, help="folder for the converted model")
+    p.add_argument("--vocab", required=True, help="the vocab.txt the model was trained with")
+    p.add_argument(
+        "--labels", help="class names in index order, comma-separated (default: the task's)"
+    )
+    p.add_argument("--task", help="task name whose labels to use (sst2, mnli, qnli, cluener ...)")
+    p.add_argument(
+        "--seed-config",
+        metavar="YAML",
+        help="the seed's gd_config.yaml / td_config_*.yaml: its net cfg is checked against "
+        "the tensors (and gives the number of attention heads)",
+    )
+    p.add_argument(
+        "--num-attention-heads",
+        type=int,
+        help="attention heads (not in the tensors); default: --seed-config's, else 12 where it "
+        "divides the hidden size, else hidden/64",
+    )
+    p.add_argument(
+        "--head",
+        choices=["sequence", "token"],
+        help="what a dense_1 head is: sequence classification or NER (token); default: "
+        "--seed-config's task_type, else the --task's kind, else sequence",
+    )
+    p.add_argument("--prefix", help="the network to convert where the file holds several")
+    p.add_argument(
+        "--classifier-activation",
+        choices=["relu", "none"],
+        default="relu",
+        help="the seed's TD heads compute dense_1(relu(x)) (default relu); none for a model "
+        "zoo BERT fine-tuned without it",
+    )
+    text = (
+        "turn a seed td_config_*.yaml or gd_config.yaml into a tinybert YAML (keys with no "
+        "meaning here are listed in a comment at its top)"
+    )
+    p = sub.add_parser("convert-mindspore-config", help=text, description=text)
+    p.add_argument("seed_config", metavar="SEED_YAML", help="the seed's YAML config")
+    p.add_argument(
+        "--task",
+        help="the task (sst2, mnli, qnli, cluener, tnews ...); default: the file's task_name, "
+        "else its name (td_config_sst2.yaml -> sst2)",
+    )
+    p.add_argument("--output", help="file to write (default: stdout)")
 
 
 def _add_evaluate_args(p: argparse.ArgumentParser) -> None:
@@ -411,6 +468,47 @@ def _report(args: argparse.Namespace) -> None:
         print(f"missing: {line}", file=sys.stderr)
 
 
+def _convert_mindspore(args: argparse.Namespace) -> None:
+    from tinybert.convert.mindspore import convert_checkpoint
+
+    check_output_dir(Path(args.output), "--output")
+    labels: list[str] | None = None
+    head = args.head
+    if args.task:
+        from tinybert.data.tasks import get_task
+
+        task = get_task(args.task)
+        labels, head = list(task.labels), head or task.kind
+    if args.labels:
+        labels = [label.strip() for label in args.labels.split(",")]
+    if args.num_attention_heads is not None and args.num_attention_heads < 1:
+        raise UserError(f"--num-attention-heads must be >= 1, got {args.num_attention_heads}")
+    result = convert_checkpoint(
+        args.checkpoint,
+        args.output,
+        args.vocab,
+        labels,
+        args.seed_config,
+        head=head,
+        prefix=args.prefix,
+        num_attention_heads=args.num_attention_heads,
+        classifier_activation=None if args.classifier_activation == "none" else "relu",
+    )
+    print("\n".join(result.summary()))
+
+
+def _convert_mindspore_config(args: argparse.Namespace) -> None:
+    from tinybert.convert.seed_config import convert_config
+
+    text = convert_config(args.seed_config, task=args.task)
+    if not args.output:
+        print(text, end="")
+        return
+    check_output_file(Path(args.output), "--output", (args.seed_config,))
+    Path(args.output).write_text(text, encoding="utf-8")
+    print(f"-> {args.output} (check it: tinybert show-config --config {args.output})")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line; overrides may come before, between and after options (argparse alone
     takes a list of positionals only once: `evaluate a=1 --model DIR b=2` would refuse b=2)."""
@@ -425,17 +523,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.command == "prepare-corpus":
-        _prepare_corpus(args)
-        return 0
-    if args.command == "export":
-        _export(args)
-        return 0
-    if args.command == "predict":
-        _predict(args)
-        return 0
-    if args.command == "report":
-        _report(args)
+    own_arguments = {  # commands that parse their own arguments (export: a config only if given)
+        "prepare-corpus": _prepare_corpus,
+        "export": _export,
+        "predict": _predict,
+        "report": _report,
+        "convert-mindspore": _convert_mindspore,
+        "convert-mindspore-config": _convert_mindspore_config,
+    }
+    if args.command in own_arguments:
+        own_arguments[args.command](args)
         return 0
     cfg = load_run_config(args.config, args.overrides)
     # Recipes are imported only here, so `--help` and config errors answer before torch loads.

@@ -113,6 +113,13 @@ def load_task_data(
     seed_data = tfrecord.is_tfrecord_dir(data_dir)
     if seed_data and task.is_regression:
         raise UserError(f"{data_dir}: TFRecord data holds int64 label_ids; regression needs TSV")
+    if seed_data and task.kind == "token":
+        # The seed's NER records hold one tag id per token in its own tag order; reading them as
+        # one class per sentence would be silently wrong.
+        raise UserError(
+            f"{data_dir}: TFRecord data is read for sentence(-pair) tasks only; for {task.name} "
+            "point task.data_dir at the task's text files (CLUENER: train.json, dev.json)"
+        )
     train_file = train_path(cfg)
     if seed_data and cfg.train_file:
         raise UserError(
