@@ -269,3 +269,15 @@ def test_evaluate_rewrites_the_card_of_a_stage_model_only(finished_run, tmp_path
     assert "model-index" in (student / "README.md").read_text()
     assert main(["evaluate", *config, f"--model={loose}"]) == 0
     assert not (loose / "README.md").exists()
+
+
+def test_run_under_torchrun_trains_in_parallel_and_works_once(tmp_path, tiny_bert_dir, sst2_dir):
+    """Two gloo processes: training stages data-parallel, the others on the main process."""
+    from .test_general import cli, finish
+
+    out = tmp_path / "out"
+    log = finish(cli("run", *run_args(out, tiny_bert_dir, sst2_dir), "device=cpu", torchrun=2))
+    assert log.count("=== [4/6] export") == 1 and "tinybert run finished" in log
+    assert {s["status"] for s in stages_of(out).values()} == {"done"}
+    for model in ("teacher/best", "student/prediction/best"):
+        assert (out / model / "speed.json").is_file() and (out / model / "README.md").is_file()
