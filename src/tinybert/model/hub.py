@@ -323,21 +323,20 @@ def _head_config(
 def _mismatch_message(
     path: Path, missing: list, unexpected: list, wrong: list, untied: list | None = None
 ) -> str:
-    lines = [f"{path}: the weights do not fit the model described by config.json:"]
-    if missing:
-        lines.append(f"  missing from the checkpoint ({len(missing)}): {', '.join(missing)}")
-    if unexpected:
-        lines.append(f"  not used by the model ({len(unexpected)}): {', '.join(unexpected)}")
-    if wrong:
-        lines.append(f"  wrong shape ({len(wrong)}):")
-        lines += [f"    {w}" for w in wrong]
-    if untied:
-        lines.append(f"  tied tensors that differ ({len(untied)}; the model ties them):")
-        lines += [f"    {u}" for u in untied]
-    lines.append(
-        "Fix: use the config.json saved with these weights (layers, sizes, vocabulary, labels)."
+    """One line naming every mismatch by kind, then the fix."""
+    kinds = [
+        (missing, "missing from the checkpoint"),
+        (unexpected, "not used by the model"),
+        (wrong, "wrong shape"),
+        (untied or [], "tied tensors that differ (the model ties them)"),
+    ]
+    found = "; ".join(
+        f"{what} ({len(items)}): {', '.join(items)}" for items, what in kinds if items
     )
-    return "\n".join(lines)
+    return (
+        f"{path}: the weights do not fit the model described by config.json: {found}. Use the "
+        "config.json saved with these weights (layers, sizes, vocabulary, labels)"
+    )
 
 
 def _no_mlm_message(path: Path, missing: list[str]) -> str:
