@@ -8,7 +8,6 @@ dev split(s), with the same data, batching and metrics as evaluation during trai
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -19,6 +18,7 @@ from tinybert.errors import UserError
 from tinybert.export.backend import check_precision, resolve_backend
 from tinybert.export.runtime import OnnxLogits, find_onnx
 from tinybert.model import load_config, load_model
+from tinybert.paths import write_atomic
 from tinybert.train.distributed import resolve_device
 from tinybert.train.inference import LogitsFn, evaluate_splits
 from tinybert.train.precision import autocast
@@ -72,8 +72,5 @@ def write_results(results: dict, output: str | Path) -> str:
     """The results as indented JSON, written to `output` (atomically: a reader never sees half a
     file); returns the text."""
     text = json.dumps(results, indent=2)
-    output = Path(output)
-    tmp = output.with_name(f".{output.name}.tmp")
-    tmp.write_text(text + "\n", encoding="utf-8")
-    os.replace(tmp, output)
+    write_atomic(Path(output), text + "\n")
     return text

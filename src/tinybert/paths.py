@@ -1,8 +1,9 @@
-"""Checks on where a command will write, made before it does any work, so a bad path ends in
-one clear line and nothing is written or overwritten."""
+"""Where a command writes: checks made before it does any work, so a bad path ends in one clear
+line and nothing is written or overwritten; and writing a file so no reader sees half of it."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tinybert.errors import UserError
@@ -32,3 +33,16 @@ def check_output_file(path: Path, what: str, inputs: tuple[str, ...] = ()) -> No
             and Path(given).resolve() == path.resolve()
         ):
             raise UserError(f"{what} {path} is the input file; write the output elsewhere")
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write `data` (text as UTF-8) to a temporary sibling, then rename it over `path`: a reader
+    (or a crash) never sees half a file. The temporary name is per process, so two writers do
+    not collide; it is removed if the write fails."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

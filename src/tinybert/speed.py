@@ -31,6 +31,7 @@ from tinybert.data.tokenization import TaskDataset
 from tinybert.errors import UserError
 from tinybert.export.runtime import INT8_FILE, OnnxLogits, export_dir, find_onnx
 from tinybert.model import BertTaskModel, load_model, saved_head
+from tinybert.paths import write_atomic
 from tinybert.train.inference import Batch, LogitsFn, torch_logits_fn
 
 SPEED_FILE = "speed.json"
@@ -77,10 +78,8 @@ def run_benchmark(
     file). Returns (the result, its path)."""
     result = measure_speed(cfg, model_dir, options, on_row)
     path = Path(model_dir) / SPEED_FILE
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(result, indent=2) + "\n")
     except OSError as e:  # e.g. a read-only copy of a model
         raise UserError(f"{path}: cannot write the benchmark result ({e.strerror})") from None
     return result, path

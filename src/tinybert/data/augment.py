@@ -41,6 +41,7 @@ from tinybert.data.tasks import ExampleStream, row_writer
 from tinybert.data.word_vectors import SPARE, WordVectors
 from tinybert.data.words import is_special_word, match_case, split_words
 from tinybert.errors import UserError
+from tinybert.paths import write_atomic
 
 # --------------------------------------------------------------------------- masked LM
 
@@ -391,9 +392,7 @@ def augment_file(
         **summary.to_dict(),
     }
     summary_path = summary_file(output)
-    tmp_json = summary_path.with_name(f".{summary_path.name}.tmp-{os.getpid()}")
-    tmp_json.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp_json, summary_path)
+    write_atomic(summary_path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     return summary
 
 

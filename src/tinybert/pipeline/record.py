@@ -7,12 +7,12 @@ finished. A stage skipped as already finished keeps the wall time of the run tha
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tinybert.paths import write_atomic
 from tinybert.pipeline.stages import Stage, Wiring
 
 RUN_FILE = "run.json"
@@ -83,9 +83,7 @@ class RunRecord:
     def write(self) -> None:
         self.data["updated_at"] = _now()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{RUN_FILE}.tmp")
-        tmp.write_text(json.dumps(self.data, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(self.data, indent=2) + "\n")
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -23,8 +23,6 @@ metric (report/files.py) is imported on first use.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from tinybert.paths import write_atomic
 from tinybert.report.files import (
     CARD_FILE,
     EVAL_FILE,
@@ -110,7 +109,7 @@ def write_card(model_dir: str | Path) -> Path | None:
     out = folder / CARD_FILE
     if out.exists() and not _is_ours(out):
         return None
-    _write_atomic(out, render_card(folder))
+    write_atomic(out, render_card(folder))
     return out
 
 
@@ -129,20 +128,6 @@ def _is_ours(path: Path) -> bool:
     if not path.is_file():
         return False  # a folder named README.md: leave it alone
     return MARKER in path.read_text(encoding="utf-8", errors="replace")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder, then rename over `path` (readers never see a
-    half-written card)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a README is for everyone
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------

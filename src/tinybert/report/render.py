@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tinybert.export.runtime import FP32_FILE, INT8_FILE
-from tinybert.paths import check_output_dir
+from tinybert.paths import check_output_dir, write_atomic
 from tinybert.report.collect import RunData, Speed, collect_run, speed_keys, speed_label
 from tinybert.report.plots import PLOT_FILES, Plot, make_plots
 
@@ -58,9 +57,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Repo
 
 
 def _write(path: Path, data: bytes) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_atomic(path, data)
     return path
 
 

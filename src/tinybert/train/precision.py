@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from tinybert.paths import write_atomic
+
 
 def cache_dir() -> Path:
     """Where the probe's result is kept: $TINYBERT_CACHE (read at each call), else
@@ -54,9 +56,7 @@ def _cpu_bf16_is_faster() -> bool:
     cached[key] = faster
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cached, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(cached, indent=1) + "\n")
     except OSError:  # a read-only home only costs the probe next time
         pass
     return faster

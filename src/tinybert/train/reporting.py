@@ -8,13 +8,14 @@ plain line every PROGRESS_INTERVAL_S seconds.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import TextIO
 
 from tqdm.auto import tqdm
+
+from tinybert.paths import write_atomic
 
 
 class MetricsLog:
@@ -44,9 +45,7 @@ class MetricsLog:
                 if row["step"] < step or (row["step"] == step and not row.get("done")):
                     kept.append(line)
         kept.append(json.dumps({"step": step, "resumed_from": step}))
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("\n".join(kept) + "\n", encoding="utf-8")
-        os.replace(tmp, self.path)
+        write_atomic(self.path, "\n".join(kept) + "\n")
 
 
 # Without a terminal on stderr (CI, `make demo > log`), one plain progress line this often.

@@ -9,7 +9,6 @@ resumed run never trains on settings that config.yaml does not show.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from tinybert.errors import UserError
+from tinybert.paths import write_atomic
 from tinybert.train import checkpoint as ckpt
 
 # TrainConfig fields that may change when a run resumes: how long it runs (a finished stage
@@ -113,9 +113,7 @@ def write_config(out_dir: Path, text: str, source: Path | None, step: int | None
     if source is not None:
         text = f"# resumed from {source} at step {step}\n{text}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / "config.yaml.tmp"
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, out_dir / "config.yaml")
+    write_atomic(out_dir / "config.yaml", text)
 
 
 def load_weights(path: Path, module: nn.Module, tensors: dict | None, what: str) -> None:
