@@ -10,6 +10,7 @@ data loading and ONNX export overheads differ by stage), so the banner says "abo
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from tinybert.config import RunConfig, StudentConfig, TrainConfig
@@ -20,48 +21,59 @@ from tinybert.pipeline.stages import Stage, Wiring
 TASK_FILL = 0.4
 
 
-def stage_cost(stage: Stage, cfg: RunConfig, w: Wiring) -> float | None:
-    """The stage's estimated cost, or None where it cannot be said (prepare-corpus reads text,
-    a different kind of work; report runs no model)."""
-    teacher = _matmul_params(w.teacher) or _matmul_params(w.base) or 0
-    student = _student_params(cfg.student)
-    tokens = cfg.task.max_seq_length * TASK_FILL
-    rows = _train_rows(cfg, augmented="augment" in cfg.run.stages)
-    dev = _dev_rows(cfg)
-    if stage.name == "finetune":
-        return _rows_seen(cfg.finetune, rows) * tokens * 6 * teacher
-    if stage.name == "general-distill":
-        length = cfg.corpus.max_seq_length
+@dataclass(frozen=True)
+class _Sizes:
+    """What every stage's cost is computed from, read once per run."""
+
+    teacher: int  # matrix-product parameters of the teacher
+    student: int
+    tokens: float  # tokens per task row
+    rows: int  # training rows (times the copies augment adds)
+    dev: int  # dev rows
+
+    @classmethod
+    def of(cls, cfg: RunConfig, w: Wiring) -> _Sizes:
+        return cls(
+            teacher=_matmul_params(w.teacher) or _matmul_params(w.base) or 0,
+            student=_student_params(cfg.student),
+            tokens=cfg.task.max_seq_length * TASK_FILL,
+            rows=_train_rows(cfg, augmented="augment" in cfg.run.stages),
+            dev=_dev_rows(cfg),
+        )
+
+
+def stage_costs(stages: list[Stage], cfg: RunConfig, w: Wiring) -> dict[str, float | None]:
+    """Each stage's estimated cost by name; None where it cannot be said (prepare-corpus reads
+    text, a different kind of work; report runs no model)."""
+    sizes = _Sizes.of(cfg, w)
+    return {stage.name: _cost(stage.name, cfg, w, sizes) for stage in stages}
+
+
+def _cost(name: str, cfg: RunConfig, w: Wiring, z: _Sizes) -> float | None:
+    if name == "finetune":
+        return _rows_seen(cfg.finetune, z.rows) * z.tokens * 6 * z.teacher
+    if name == "general-distill":
         sequences = cfg.corpus.max_sequences or _corpus_rows(w.corpus) or 0
-        return _rows_seen(cfg.general, sequences) * length * (6 * student + 2 * teacher)
-    if stage.name == "task-distill":
-        phase1 = _rows_seen(cfg.intermediate, rows) * (6 * student + 2 * teacher)
-        phase2 = _rows_seen(cfg.prediction, rows) * 6 * student + rows * 2 * teacher
-        return tokens * phase1 * ("intermediate" in cfg.distill.phases) + tokens * phase2 * (
-            "prediction" in cfg.distill.phases
-        )
-    if stage.name == "augment":
-        return (
-            rows
-            / (cfg.augment.n + 1)
-            * tokens
-            * tokens
-            * 2
-            * (_matmul_params(cfg.augment.mlm) or 0)
-        )
-    forward = dev * tokens * 2 * (teacher + student)
-    # export runs PyTorch and three ONNX files on the dev set; benchmark times three backends
-    # at each batch size, warm-up and repeats included
-    return {
-        "evaluate": forward,
-        "export": 4 * forward,
-        "benchmark": min(dev, cfg.benchmark.max_sentences)
-        / max(dev, 1)
-        * forward
-        * 3
-        * len(cfg.benchmark.batch_sizes)
-        * (cfg.benchmark.repeats + 1),
-    }.get(stage.name)
+        length = cfg.corpus.max_seq_length
+        return _rows_seen(cfg.general, sequences) * length * (6 * z.student + 2 * z.teacher)
+    if name == "task-distill":
+        phase1 = _rows_seen(cfg.intermediate, z.rows) * (6 * z.student + 2 * z.teacher)
+        phase2 = _rows_seen(cfg.prediction, z.rows) * 6 * z.student + z.rows * 2 * z.teacher
+        phases = cfg.distill.phases
+        return z.tokens * (phase1 * ("intermediate" in phases) + phase2 * ("prediction" in phases))
+    if name == "augment":  # one masked-LM forward pass per word of every original row
+        originals = z.rows / (cfg.augment.n + 1)
+        return originals * z.tokens * z.tokens * 2 * (_matmul_params(cfg.augment.mlm) or 0)
+    forward = z.dev * z.tokens * 2 * (z.teacher + z.student)
+    if name == "evaluate":
+        return forward
+    if name == "export":  # PyTorch and three ONNX files on the dev set
+        return 4 * forward
+    if name == "benchmark":  # three backends at each batch size, warm-up and repeats included
+        b = cfg.benchmark
+        share = min(z.dev, b.max_sentences) / max(z.dev, 1)
+        return share * forward * 3 * len(b.batch_sizes) * (b.repeats + 1)
+    return None
 
 
 def _rows_seen(train: TrainConfig, rows: int) -> float:

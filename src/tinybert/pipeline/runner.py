@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -12,7 +13,7 @@ from tqdm.auto import tqdm
 from tinybert.config import RunConfig, load_run_config
 from tinybert.errors import Interrupted, UserError
 from tinybert.paths import check_output_dir
-from tinybert.pipeline.estimate import Clock, stage_cost
+from tinybert.pipeline.estimate import Clock, stage_costs
 from tinybert.pipeline.record import RunRecord
 from tinybert.pipeline.stages import (
     Stage,
@@ -41,7 +42,7 @@ def run_pipeline(configs: Sequence[str], overrides: Sequence[str]) -> RunRecord:
     record = RunRecord.start(w, configs, overrides, cfg.task.name, stages)
     if dist.is_main:
         record.write()
-    clock = Clock({s.name: stage_cost(s, cfg, w) for s in stages})
+    clock = Clock(stage_costs(stages, cfg, w))
     start = time.time()
     for i, stage in enumerate(stages):
         stage_cfg = stage_config(configs, overrides, stage)
@@ -87,9 +88,9 @@ def _banner(i: int, stages: list[Stage], elapsed: float, clock: Clock, cfg: RunC
     pending = [s.name for s in stages[i:] if not _looks_finished(s, cfg, w)]
     left = clock.left(pending)
     eta = (
-        "time left: estimated once a stage has been timed"
-        if left is None
-        else (f"about {_minutes(left)} left")
+        f"about {_minutes(left)} left"
+        if left is not None
+        else "time left: estimated once a stage has been timed"
     )
     return (
         f"=== [{i + 1}/{len(stages)}] {stage.name}: reads {', '.join(stage.reads) or '-'}; "
@@ -144,8 +145,6 @@ def _train(name: str, cfg: RunConfig) -> None:
 
 
 def _with_resume(cfg: RunConfig) -> RunConfig:
-    import dataclasses
-
     return dataclasses.replace(cfg, resume=cfg.resume or "auto")
 
 
