@@ -413,73 +413,63 @@ class BertModel(nn.Module):
         )
 
 
-class BertForSequenceClassification(nn.Module):
+class _Classifier(nn.Module):
+    """What both task heads share: the encoder, then dropout, the config's
+    classifier_activation (if any) and a linear layer on the features `_features` picks."""
+
+    def __init__(self, config: BertConfig, add_pooling_layer: bool):
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config, add_pooling_layer=add_pooling_layer)
+        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        init_weights(self.classifier, config.initializer_range)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attention_scores: bool = False,
+    ) -> BertOutput:
+        """Same inputs as BertModel.forward; logits (B, C), or (B, T, C) for a token head."""
+        out = self.bert(
+            input_ids, attention_mask, token_type_ids, output_hidden_states, output_attention_scores
+        )
+        out.logits = self.head(self._features(out))
+        return out
+
+    def head(self, features: Tensor) -> Tensor:
+        """Features (B, H) or (B, T, H) -> logits (B, C) or (B, T, C)."""
+        x = self.dropout(features)
+        act = self.config.classifier_activation
+        return self.classifier(HEAD_ACTIVATIONS[act](x) if act else x)
+
+    def _features(self, out: BertOutput) -> Tensor:
+        raise NotImplementedError
+
+
+class BertForSequenceClassification(_Classifier):
     """Encoder + dropout + linear on the pooled [CLS] vector; num_labels == 1 is regression."""
 
     def __init__(self, config: BertConfig):
-        super().__init__()
-        self.config = config
-        self.bert = BertModel(config)
-        self.dropout = nn.Dropout(_classifier_dropout(config))
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        init_weights(self.classifier, config.initializer_range)
+        super().__init__(config, add_pooling_layer=True)
 
-    def forward(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor | None = None,
-        token_type_ids: Tensor | None = None,
-        output_hidden_states: bool = False,
-        output_attention_scores: bool = False,
-    ) -> BertOutput:
-        """Same inputs as BertModel.forward; logits (B, C)."""
-        out = self.bert(
-            input_ids, attention_mask, token_type_ids, output_hidden_states, output_attention_scores
-        )
-        out.logits = self.head(out.pooled_output)
-        return out
-
-    def head(self, features: Tensor) -> Tensor:
-        """Pooled (B, H) -> logits (B, C)."""
-        return _head(self, features)
+    def _features(self, out: BertOutput) -> Tensor:
+        assert out.pooled_output is not None  # this encoder has its pooler
+        return out.pooled_output  # (B, H)
 
 
-class BertForTokenClassification(nn.Module):
+class BertForTokenClassification(_Classifier):
     """Encoder + dropout + linear on every token. No pooler, like HF (its weights would be unused)."""
 
     def __init__(self, config: BertConfig):
-        super().__init__()
-        self.config = config
-        self.bert = BertModel(config, add_pooling_layer=False)
-        self.dropout = nn.Dropout(_classifier_dropout(config))
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        init_weights(self.classifier, config.initializer_range)
+        super().__init__(config, add_pooling_layer=False)
 
-    def forward(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor | None = None,
-        token_type_ids: Tensor | None = None,
-        output_hidden_states: bool = False,
-        output_attention_scores: bool = False,
-    ) -> BertOutput:
-        """Same inputs as BertModel.forward; logits (B, T, C)."""
-        out = self.bert(
-            input_ids, attention_mask, token_type_ids, output_hidden_states, output_attention_scores
-        )
-        out.logits = self.head(out.last_hidden_state)
-        return out
-
-    def head(self, features: Tensor) -> Tensor:
-        """Hidden states (B, T, H) -> logits (B, T, C)."""
-        return _head(self, features)
-
-
-def _head(model: BertForSequenceClassification | BertForTokenClassification, x: Tensor) -> Tensor:
-    """dropout, the config's classifier_activation if any, then the classifier."""
-    x = model.dropout(x)
-    act = model.config.classifier_activation
-    return model.classifier(HEAD_ACTIVATIONS[act](x) if act else x)
+    def _features(self, out: BertOutput) -> Tensor:
+        assert out.last_hidden_state is not None
+        return out.last_hidden_state  # (B, T, H)
 
 
 class BertForMaskedLM(nn.Module):
