@@ -17,7 +17,7 @@ import random
 import sys
 import time
 
-from _common import ROOT, SHARED, tinybert
+from _common import ROOT, SHARED, run_main, tinybert
 
 RUN = ROOT / "runs" / "augment"
 CONFIG = ["--config", "configs/augment-sst2.yaml"]
@@ -86,10 +86,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    import argparse
-
-    # No options: --help prints what the script does (it would otherwise start the run).
-    argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    ).parse_args()
-    main()
+    run_main(__doc__, main)

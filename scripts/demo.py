@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from _common import ROOT, SHARED, tinybert
+from _common import ROOT, SHARED, run_main, tinybert
 
 RUN = ROOT / "runs" / "demo"
 
@@ -57,10 +57,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    import argparse
-
-    # No options: --help prints what the script does (it would otherwise start the run).
-    argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    ).parse_args()
-    main()
+    run_main(__doc__, main)
