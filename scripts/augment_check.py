@@ -23,7 +23,7 @@ RUN = ROOT / "runs" / "augment"
 CONFIG = ["--config", "configs/augment-sst2.yaml"]
 SAMPLE = 2000
 INITS = {
-    "random": [],
+    "random": ["student.init=random"],  # (the default, auto, would select the teacher's weights)
     "gd": ["student.init=checkpoint", f"student.path={ROOT / 'runs/demo/general/final'}"],
     "teacher_layers": ["student.init=teacher_layers", "student.teacher_layers=[2, 4, 6]"],
 }

@@ -23,7 +23,7 @@ from tinybert.data.augment import (
     candidate_exclusions,
     summary_file,
 )
-from tinybert.data.base import Example
+from tinybert.data.base import Example, split_source
 from tinybert.data.task_data import load_task_data
 from tinybert.data.word_vectors import WordVectors, load_word_vectors
 from tinybert.data.words import match_case, split_words
@@ -313,6 +313,8 @@ ROUND_TRIPS = [
     ("jsonl", ["negative", "positive"], lambda tmp: FIXTURES / "data/jsonl/train.jsonl"),
     ("csv", ["0", "1"], lambda tmp: FIXTURES / "data/csv/train.csv"),
     ("tnews", None, lambda tmp: tnews_dir(tmp) / "train.json"),
+    ("sick-e", None, lambda tmp: FIXTURES / "sick" / "SICK.txt#TRAIN"),
+    ("sick-r", None, lambda tmp: FIXTURES / "sick" / "SICK.txt#TRAIN"),
 ]
 
 
@@ -322,7 +324,7 @@ def test_augmented_file_reads_back_with_the_tasks_own_reader(tmp_path, name, lab
     src = source(tmp_path)
     originals, _ = read_examples(task, src)
     vectors = load_word_vectors(vectors_for(texts_of(originals), tmp_path / "v.txt"))
-    out = tmp_path / "out" / src.name
+    out = tmp_path / "out" / split_source(src)[0].name  # SICK.txt#TRAIN -> SICK.txt
     out.parent.mkdir()
     opts = options(p=0.6, n=3, dedupe=False)
     summary = augment_file(task, src, out, opts, vectors, None, progress=False)

@@ -155,7 +155,12 @@ def make_mnli_student(run: Path, prefix: str = "dev_matched") -> Path:
         "BertForSequenceClassification",
         ("contradiction", "entailment", "neutral"),
     )
-    cfg = RunConfig(task=TaskConfig(name="mnli"), teacher="nowhere/teacher", output_dir=str(run))
+    cfg = RunConfig(
+        task=TaskConfig(name="mnli"),
+        teacher="nowhere/teacher",
+        output_dir=str(run),
+        student=StudentConfig(init="random"),
+    )
     rows_ = rows("dev_matched/accuracy", {100: 0.76, 200: 0.77}, 200)
     write_stage(run / "student" / "prediction", cfg, rows_)
     other = prefix.replace("matched", "mismatched")
@@ -225,6 +230,63 @@ def test_student_card_has_lineage_export_and_speed(run: Path) -> None:
     assert f"{N_PARAMS} parameters" in card.text
     assert "AutoModelForSequenceClassification.from_pretrained" in card.text
     assert "tinybert predict --model" in card.text
+
+
+# SST-2's dev set: 444 of 872 sentences positive, so always "1" scores 0.5092
+SST2_BASELINE = {"accuracy": 444 / 872}
+
+
+def add_baseline(model: Path, trivial: bool = False, **metrics: float) -> None:
+    """Give a model's eval_results.json (with `metrics` changed) the baseline and verdict
+    `tinybert evaluate` writes."""
+    path = model / "eval_results.json"
+    results = {**json.loads(path.read_text()), **metrics, "baseline": SST2_BASELINE}
+    results["verdict"] = {
+        "metric": "accuracy",
+        "value": results["accuracy"],
+        "baseline": SST2_BASELINE["accuracy"],
+        "margin": 0.01,
+        "trivial": trivial,
+        "baseline_is": "always '1' (the majority class)",
+        "single_class": trivial,
+    }
+    write_json(path, results)
+
+
+def test_student_card_shows_the_baseline_and_what_it_keeps(run: Path) -> None:
+    best = run / "student" / "prediction" / "best"
+    add_baseline(best)
+    add_baseline(run / "teacher" / "best")
+    card = load(best)
+    assert (
+        "| Split | Metric | Dev result | Baseline | `model.onnx` | `model_int8.onnx` |" in card.text
+    )
+    assert "| dev | accuracy | 0.8291 | 0.5092 | 0.8291 | 0.8245 |" in card.text
+    assert "Baseline: the dev set's trivial baseline, always '1' (the majority class)" in card.text
+    # (0.8291 - 0.5092) / (0.8704 - 0.5092) = 88.6% of the gain; 0.8291 / 0.8704 = 95.3%
+    lineage = card.text.split("## Lineage")[1].split("##")[0]
+    assert (
+        "(dev accuracy 0.8704; this model keeps 88.6% of the teacher's gain over the trivial "
+        "baseline (95.3% of its score))" in lineage
+    )
+    assert "Failed" not in card.text
+    assert metric_values(card) == {("validation", "accuracy"): STUDENT_EVAL["accuracy"]}
+
+
+def test_card_of_a_trivial_model_says_so_in_its_limits(run: Path) -> None:
+    best = run / "student" / "prediction" / "best"
+    add_baseline(best, trivial=True, accuracy=SST2_BASELINE["accuracy"], predicted_classes=1)
+    add_baseline(run / "teacher" / "best", trivial=True, accuracy=0.5)
+    card = load(best)
+    limits = card.text.split("## Limits")[1].splitlines()
+    assert limits[2] == (
+        "- **Failed: the model is no better than the trivial baseline: dev accuracy 0.5092 "
+        "against 0.5092 for always '1' (the majority class), and must beat it by at least 0.01; "
+        "it predicts one class for every dev row.** It has not learned the task."
+    )
+    assert "(dev accuracy 0.5000; no better than the trivial baseline" in card.text
+    intro = card.text.split("## Lineage")[0]
+    assert "**Failed: no better than the trivial baseline of the dev set (see Limits).**" in intro
 
 
 def test_general_card_has_no_model_index_and_no_head(run: Path) -> None:

@@ -107,6 +107,11 @@ def test_cluener_finetune_distill_evaluate(tmp_path, zh_base):
     result = json.loads(out.read_text())
     assert result["n_examples"] == 16
     assert result["f1"] > 0.5  # the student learned too (tagging everything "O" scores 0)
+    assert result["baseline"]["f1"] == 0.0 and 0 < result["baseline"]["token_accuracy"] < 1
+    assert set(result["baseline"]) <= set(result)  # keyed as the metrics
+    assert (
+        result["verdict"]["trivial"] is False and result["verdict"]["baseline_is"] == "no entities"
+    )
 
     # The same metrics through ONNX Runtime.
     assert main(["export", f"--model={student}", f"--output={tmp_path / 'onnx'}"]) == 0

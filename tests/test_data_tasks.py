@@ -294,3 +294,60 @@ def test_real_glue_files():
     qnli, skipped = read_examples(get_task("qnli"), SHARED_GLUE / "QNLI" / "dev.tsv")
     assert (len(qnli), skipped) == (5463, 0) and all(e.text_b for e in qnli)
     assert {e.label for e in qnli} == {"entailment", "not_entailment"}
+
+
+# --------------------------------------------------------------------------- SICK
+
+SICK = FIXTURES / "sick"
+SHARED_SICK = SHARED_GLUE.parent / "sick" / "SICK.txt"
+
+
+@pytest.mark.parametrize("name", ["sick-e", "SICK-R"])
+def test_sick_splits_are_rows_of_one_file(name):
+    """SICK.txt holds every split; TRAIN/TRIAL/TEST rows are chosen by its SemEval_set column."""
+    task = get_task(name)
+    assert task.train_split == "SICK.txt#TRAIN"
+    assert task.dev_splits == {"trial": "SICK.txt#TRIAL", "test": "SICK.txt#TEST"}
+    counts = {f: len(read_examples(task, SICK / f)[0]) for f in ("SICK.txt#TRAIN",
+              "SICK.txt#TRIAL", "SICK.txt#TEST", "SICK.txt")}  # fmt: skip
+    assert counts == {"SICK.txt#TRAIN": 3, "SICK.txt#TRIAL": 1, "SICK.txt#TEST": 2, "SICK.txt": 6}
+    first = read_examples(task, SICK / task.train_split)[0][0]
+    label = 4.7 if task.is_regression else "ENTAILMENT"
+    assert (first.text_a, first.text_b, first.label) == (
+        "A group of kids is playing in a yard",
+        "A group of boys is playing in a yard",
+        label,
+    )
+
+
+def test_sick_tasks_are_nli_and_relatedness():
+    e, r = get_task("sick-e"), get_task("sick-r")
+    assert e.labels == ("ENTAILMENT", "NEUTRAL", "CONTRADICTION") and e.metrics == ("accuracy",)
+    assert r.is_regression and r.score_range == (1.0, 5.0) and r.main_metric == "pearson"
+    with pytest.raises(UserError, match="use task.name: sick-r"):
+        get_task("sick-e", regression=True)
+    with pytest.raises(UserError, match="fixed labels"):
+        get_task("sick-e", labels=["a", "b", "c"])
+
+
+def test_sick_bad_layout_and_rows_are_refused(tmp_path):
+    with pytest.raises(UserError, match=r"SICK.txt:1: not the SICK layout"):
+        read_examples(get_task("sick-e"), _write(tmp_path / "SICK.txt", "a\tb\tc\n"))
+    header = (SICK / "SICK.txt").read_text(encoding="utf-8").splitlines()[0]
+    row = "\t".join(["7", "A man sings", "A man is singing", "MAYBE", "4.0", *["x"] * 6, "TRAIN"])
+    short = "8\tA man sings\tENTAILMENT"
+    path = _write(tmp_path / "SICK.txt", f"{header}\n{row}\n{short}\n")
+    with pytest.raises(UserError, match=r"SICK.txt:2: unknown label 'MAYBE'"):
+        read_examples(get_task("sick-e"), tmp_path / "SICK.txt#TRAIN")
+    with pytest.raises(UserError, match=r"SICK.txt:3: expected 12 tab-separated columns"):
+        read_examples(get_task("sick-r"), path.with_name("SICK.txt#TRAIN"))
+    with pytest.raises(UserError, match=r"SICK.txt: not found; expected the official SICK"):
+        read_examples(get_task("sick-e"), tmp_path / "none" / "SICK.txt#TRAIN")
+
+
+@pytest.mark.skipif(not SHARED_SICK.is_file(), reason="../shared/data/sick/SICK.txt not present")
+def test_sick_official_file_counts():
+    task = get_task("sick-e")
+    counts = [len(read_examples(task, SHARED_SICK.with_name(f))[0]) for f in
+              (task.train_split, *task.dev_splits.values())]  # fmt: skip
+    assert counts == [4439, 495, 4906]

@@ -127,6 +127,41 @@ def test_prediction_loss_looks_up_cached_logits_by_index(teacher):
     assert loss_fn(reordered)[0].item() == pytest.approx(entropy.item(), abs=1e-6)
 
 
+class _Fixed(torch.nn.Module):
+    """A 'student' whose logits are given: the loss arithmetic alone is under test."""
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.out = logits
+
+    def forward(self, **_):
+        return type("O", (), {"logits": self.out})
+
+
+def test_hard_label_term_adds_weighted_cross_entropy_on_gold_labels():
+    s = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    t = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 3.0]])
+    b = {**batch(), "labels": torch.tensor([0, 1, 1])}
+    soft = -(t.softmax(-1) * s.log_softmax(-1)).sum(-1).mean()
+    # hand-computed: CE of rows 0, 1, 2 against labels 0, 1, 1
+    hard = (
+        torch.log1p(torch.exp(torch.tensor(-2.0)))
+        + torch.log1p(torch.exp(torch.tensor(-1.0)))
+        + torch.log(torch.tensor(2.0))
+    ) / 3
+    for w in (0.0, 0.5):
+        loss, _ = PredictionLoss(_Fixed(s), t, DistillConfig(hard_label_weight=w), False)(b)
+        torch.testing.assert_close(loss, soft + w * hard)
+
+
+def test_hard_label_term_for_regression_is_mse_to_the_gold_score():
+    s, t = torch.tensor([[1.0], [3.0]]), torch.tensor([[2.0], [2.0]])
+    b = {**batch(2), "labels": torch.tensor([1.5, 4.0])}
+    loss, _ = PredictionLoss(_Fixed(s), t, DistillConfig(hard_label_weight=2.0), True)(b)
+    # teacher MSE (1 + 1) / 2 = 1; gold MSE (0.25 + 1) / 2 = 0.625
+    torch.testing.assert_close(loss, torch.tensor(1.0 + 2.0 * 0.625))
+
+
 def test_token_logits_are_one_contiguous_tensor():
     """Token tasks' cached logits: one (total_tokens, C) tensor, row i a view of its tokens."""
     from tinybert.train.inference import TokenLogits, logits_over

@@ -27,6 +27,9 @@ from tinybert.report.collect import collect_run
 TEACHER_METRICS = {"accuracy": 0.8602941176470589, "f1": 0.9003, "acc_and_f1": 0.88029705882}
 STUDENT_METRICS = {"accuracy": 0.8137254901960784, "f1": 0.8712, "acc_and_f1": 0.84246274509}
 SPEED = {"teacher": 100.0, "student": 450.0}  # sequences/s at batch 1; batch 32 is 8x
+# MRPC's dev set, always "paraphrase": 279 of 408 right, F1 2 * 279 / (2 * 279 + 129)
+BASELINE = {"accuracy": 279 / 408, "f1": 558 / 687}
+BASELINE["acc_and_f1"] = (BASELINE["accuracy"] + BASELINE["f1"]) / 2
 
 
 def write_model(folder: Path, layers: int, hidden: int) -> int:
@@ -70,11 +73,26 @@ def eval_rows(values: dict[int, float]) -> list[dict]:
     ]
 
 
+def verdict(metrics: dict[str, float], trivial: bool = False) -> dict:
+    """eval_results.json's verdict on acc_and_f1 against BASELINE."""
+    return {
+        "metric": "acc_and_f1",
+        "value": metrics["acc_and_f1"],
+        "baseline": BASELINE["acc_and_f1"],
+        "margin": 0.01,
+        "trivial": trivial,
+        "baseline_is": "always '1' (the majority class)",
+        "single_class": trivial,
+    }
+
+
 def write_extras(model: Path, role: str, metrics: dict[str, float]) -> None:
-    """eval_results.json, onnx/export.json and speed.json beside a saved model."""
+    """eval_results.json (with the trivial baseline), onnx/export.json and speed.json beside a
+    saved model."""
     counts = {"n_examples": 408, "predicted_classes": 2, "skipped_rows": 0}
     info = {"model": str(model), "task": "mrpc", "backend": "torch", "precision": "fp32"}
-    write_json(model / "eval_results.json", {**info, **metrics, **counts})
+    judged = {"baseline": BASELINE, "verdict": verdict(metrics)}
+    write_json(model / "eval_results.json", {**info, **metrics, **counts, **judged})
     weights = (model / "model.safetensors").stat().st_size
     int8 = {k: v - 0.01 for k, v in metrics.items()}
     write_json(
@@ -277,7 +295,50 @@ def test_report_of_a_finished_run(run_dir: tuple[Path, dict[str, int]]) -> None:
     assert "Test CPU &lt;fast&gt;" in text and "2 threads" in text  # escaped, and present
     assert "tinybert task-distill --config configs/demo.yaml" in text and "1:02:05" in text
     md = result.md.read_text()
-    assert "| dev acc_and_f1 | 88.03 | 84.25 | 95.7% kept |" in md and "![" in md
+    # kept over the baseline: (84.25 - 74.80) / (88.03 - 74.80); the plain ratio beside it
+    row = "| dev acc_and_f1 | 74.80 | 88.03 | 84.25 | 71.4% kept | 95.7% of teacher |"
+    assert row in md and "![" in md
+    assert "FAILED" not in md and "(trivial)" not in md
+
+
+def test_report_measures_kept_over_the_baseline(run_dir: tuple[Path, dict[str, int]]) -> None:
+    root, _ = run_dir
+    result = build_report(root)
+    table = parse(result.html).table
+    for key, base in BASELINE.items():
+        row = table[f"metric:{key}"]
+        assert row["baseline"] == base
+        kept = (STUDENT_METRICS[key] - base) / (TEACHER_METRICS[key] - base)
+        assert row["kept"] == pytest.approx(100 * kept)
+        assert row["ratio"] == pytest.approx(100 * STUDENT_METRICS[key] / TEACHER_METRICS[key])
+    assert table["onnx:model_int8.onnx:acc_and_f1"]["baseline"] == BASELINE["acc_and_f1"]
+    assert "baseline" not in table["params"] and "kept" not in table["params"]
+    md = result.md.read_text()
+    assert "| | baseline | teacher | student | kept over baseline | student vs teacher |" in md
+    assert "(student - baseline) / (teacher - baseline)" in md
+    assert "always &#x27;1&#x27; (the majority class)" in result.html.read_text()  # escaped
+
+
+def test_report_calls_a_trivial_student_a_failure(run_dir: tuple[Path, dict[str, int]]) -> None:
+    root, _ = run_dir
+    student = root / "student" / "prediction" / "best"
+    always_one = {**BASELINE}  # the student answers "paraphrase" for every pair
+    results = json.loads((student / "eval_results.json").read_text())
+    results |= {**always_one, "predicted_classes": 1, "verdict": verdict(always_one, True)}
+    write_json(student / "eval_results.json", results)
+    result = build_report(root)
+    md = result.md.read_text()
+    assert md.count("FAILED") == 1
+    assert "**FAILED: The student is no better than the trivial baseline: dev acc_and_f1" in md
+    assert "it predicts one class for every dev row.**" in md
+    assert "| dev acc_and_f1 | 74.80 | 88.03 | **74.80 (trivial)** | 0.0% kept |" in md
+    assert "| dev accuracy | 68.38 | 86.03 | 68.38 | 0.0% kept |" in md  # only the main metric
+    page = result.html.read_text()
+    assert '<p class="fail">FAILED: The student is no better than the trivial baseline' in page
+    assert '<td data-model="student" data-value="0.7480' in page
+    assert 'class="trivial">74.80 (trivial)</td>' in page
+    assert ".fail, td.trivial { color: #b00;" in page  # red
+    assert parse(result.html).table["metric:acc_and_f1"]["kept"] == 0.0
 
 
 def test_half_finished_copy_and_rebuild(run_dir: tuple[Path, dict[str, int]]) -> None:
@@ -297,7 +358,10 @@ def test_half_finished_copy_and_rebuild(run_dir: tuple[Path, dict[str, int]]) ->
     assert sorted(p.name for p in out.glob("*.png")) == sorted(p.name for p in result.images)
     assert not stale.exists()  # the plot it cannot draw now is gone
     page = parse(result.html)
-    assert page.table["metric:accuracy"] == {"teacher": TEACHER_METRICS["accuracy"]}
+    assert page.table["metric:accuracy"] == {  # the baseline: from the teacher's file
+        "baseline": BASELINE["accuracy"],
+        "teacher": TEACHER_METRICS["accuracy"],
+    }
     assert "Missing" in result.html.read_text()
     assert not list(out.glob(".*tmp"))
 
@@ -374,7 +438,9 @@ def test_file_names_match_their_writers() -> None:
     """report/files.py spells the writers' file names again (their modules import torch)."""
     from tinybert import evaluate, speed
     from tinybert.export import onnx
+    from tinybert.train import loop
 
+    assert files.INIT_FILE == loop.INIT_FILE
     assert files.EVAL_FILE == evaluate.RESULTS_FILE
     assert files.SPEED_FILE == speed.SPEED_FILE
     assert files.EXPORT_FILE == onnx.REPORT_FILE

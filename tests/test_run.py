@@ -18,10 +18,10 @@ from safetensors.numpy import load_file
 
 from tinybert.cli import main
 from tinybert.config import load_run_config
-from tinybert.errors import UserError
+from tinybert.errors import TRIVIAL_STUDENT_EXIT, WEAK_TEACHER_EXIT, UserError
 from tinybert.pipeline.stages import plan
 
-from .conftest import TINY
+from .conftest import TINY, write_sst2
 from .test_augment import vectors_for
 from .test_report import parse
 
@@ -96,6 +96,15 @@ def test_run_writes_every_stage_wired_and_recorded(finished_run):
     assert (out / "report/report.html").is_file() and (out / "report/report.md").is_file()
     models = json.loads((out / "run.json").read_text())["models"]
     assert models["teacher"] == str(teacher) and models["student"] == str(student)
+    # both learned the task: better than always answering the majority class (0.5 here)
+    verdicts = json.loads((out / "run.json").read_text())["verdicts"]
+    for role, model in (("teacher", teacher), ("student", student)):
+        results = json.loads((model / "eval_results.json").read_text())
+        assert results["baseline"] == {"accuracy": 0.5}
+        assert results["verdict"]["trivial"] is False
+        assert (
+            verdicts[role]["trivial"] is False and verdicts[role]["source"] == "tinybert evaluate"
+        )
 
 
 def test_report_html_is_self_contained_and_holds_the_evaluated_numbers(finished_run):
@@ -106,6 +115,7 @@ def test_report_html_is_self_contained_and_holds_the_evaluated_numbers(finished_
     for role, model in (("teacher", "teacher/best"), ("student", "student/prediction/best")):
         results = json.loads((out / model / "eval_results.json").read_text())
         assert page.table["metric:accuracy"][role] == results["accuracy"]
+        assert page.table["metric:accuracy"]["baseline"] == results["baseline"]["accuracy"]
         speed = json.loads((out / model / "speed.json").read_text())["results"]
         row = next(r for r in speed if r["backend"] == "onnx" and r["precision"] == "int8")
         assert page.table[f"speed:onnx:int8:{row['batch_size']}"][role] == row["sequences_per_s"]
@@ -146,6 +156,11 @@ def test_rerun_skips_everything_and_changes_nothing(finished_run, capsys):
     assert after == before
     printed = capsys.readouterr()
     assert "already finished" in printed.out + printed.err
+    # the last lines: the main metric against the baseline, and each model's verdict
+    assert "dev accuracy: baseline 0.5000, teacher" in printed.out
+    assert "kept over the baseline" in printed.out and "of the teacher's score" in printed.out
+    assert "student: dev accuracy" in printed.out and "over the trivial baseline" in printed.out
+    assert "FAILED" not in printed.out + printed.err
 
 
 def test_changed_setting_of_a_finished_stage_is_reported(finished_run, tmp_path, capsys):
@@ -245,6 +260,9 @@ def test_augment_stage_feeds_task_distill(tmp_path, tiny_bert_dir, sst2_dir):
         "augment.n=2",
         "intermediate.epochs=1",
         "finetune.epochs=1",
+        # one epoch teaches nothing; this test is about augment's wiring, not the models
+        "run.allow_weak_teacher=true",
+        "run.allow_trivial=true",
     ]
     assert main(["run", *args]) == 0
     augmented = out / "augmented/train.tsv"
@@ -281,3 +299,53 @@ def test_run_under_torchrun_trains_in_parallel_and_works_once(tmp_path, tiny_ber
     assert {s["status"] for s in stages_of(out).values()} == {"done"}
     for model in ("teacher/best", "student/prediction/best"):
         assert (out / model / "speed.json").is_file() and (out / model / "README.md").is_file()
+
+
+def one_class_dev(directory: Path) -> Path:
+    """The SST-2 fixture with only its positive dev rows: always "1" scores 1.0 there, so no
+    model can beat the trivial baseline (a cheap, certain way to a trivial model)."""
+    sst2 = write_sst2(directory)
+    rows = (sst2 / "dev.tsv").read_text().splitlines()
+    (sst2 / "dev.tsv").write_text("\n".join([rows[0], *[r for r in rows if r.endswith("\t1")]]))
+    return sst2
+
+
+def test_trivial_models_stop_the_run_with_their_own_exit_codes(tmp_path, tiny_bert_dir, capsys):
+    """A weak teacher stops the run before task-distill (exit 4); let through, the student is
+    trivial too, and the run ends, report written, with exit 3; accepted, with 0."""
+    out = tmp_path / "out"
+    stages = "[finetune, task-distill, evaluate, report]"
+    args = [
+        *run_args(out, tiny_bert_dir, one_class_dev(tmp_path / "sst2"), stages),
+        "finetune.epochs=1",
+        "distill.phases=[prediction]",
+        "prediction.epochs=1",
+    ]
+    assert main(["run", *args]) == WEAK_TEACHER_EXIT == 4
+    printed = capsys.readouterr()
+    assert "!!! FAILED: the teacher is no better than the trivial baseline" in printed.out
+    assert "stopped before task-distill" in printed.err and "run.allow_weak_teacher" in printed.err
+    record = json.loads((out / "run.json").read_text())
+    assert record["verdicts"]["teacher"]["trivial"] is True
+    assert record["verdicts"]["teacher"]["baseline"] == 1.0  # every dev row is "1"
+    assert "metrics.jsonl, step" in record["verdicts"]["teacher"]["source"]
+    assert "run.allow_weak_teacher" in record["stopped"]
+    assert stages_of(out)["finetune"]["status"] == "done"
+    assert stages_of(out)["task-distill"]["status"] == "pending" and not (out / "student").exists()
+
+    weak_ok = [*args, "run.allow_weak_teacher=true"]
+    assert main(["run", *weak_ok]) == TRIVIAL_STUDENT_EXIT == 3
+    printed = capsys.readouterr()
+    last = printed.out.rstrip().splitlines()[-1]
+    assert last.startswith("!!! FAILED: the student is no better than the trivial baseline")
+    assert "run.allow_trivial=true" in printed.err
+    student = out / "student/prediction/best"
+    assert json.loads((student / "eval_results.json").read_text())["verdict"]["trivial"] is True
+    assert json.loads((out / "run.json").read_text())["verdicts"]["student"]["trivial"] is True
+    assert {s["status"] for s in stages_of(out).values()} <= {"done", "skipped"}
+    assert "**FAILED: The student is no better" in (out / "report/report.md").read_text()
+    assert "It has not learned the task." in (student / "README.md").read_text()
+
+    assert main(["run", *weak_ok, "run.allow_trivial=true"]) == 0
+    printed = capsys.readouterr().out
+    assert "!!! FAILED: the student" in printed and "exit status 0 all the same" in printed

@@ -82,14 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
     helps = {
         "run": "run.stages in order (prepare-corpus, general-distill, finetune, augment, "
         "task-distill, evaluate, export, benchmark, report), each stage's output wired to the "
-        "next one's input; finished stages are skipped, an interrupted run continues",
+        "next one's input; finished stages are skipped, an interrupted run continues. Exit 3: "
+        "the final student is no better than the dev set's trivial baseline (accept it: "
+        "run.allow_trivial=true); exit 4: the fine-tuned teacher is not, so the run stopped "
+        "before task-distill (go on: run.allow_weak_teacher=true)",
         "general-distill": "general distillation of a bare student on a prepared corpus; "
         "writes <output_dir>/general",
         "finetune": "fine-tune a BERT directory on a task (the teacher); writes <output_dir>/teacher",
         "task-distill": "TD phase 1 (intermediate layers) and/or phase 2 (prediction layer); "
         "writes <output_dir>/student",
         "evaluate": "evaluate a saved model (PyTorch) or an export folder (ONNX Runtime) on the "
-        "task's dev split(s); prints and writes JSON",
+        "task's dev split(s), beside the trivial baseline; prints and writes JSON",
         "augment": "TinyBERT's data augmentation of the task's training split (augment.*: "
         "masked-LM and word-vector candidates); writes <output_dir>/augmented/<train file> in "
         "the task's format, for task.train_file",
@@ -427,8 +430,18 @@ def _evaluate(args: argparse.Namespace, cfg: RunConfig) -> None:
             file=sys.stderr,
         )
     print(write_results(results, output))  # stdout: the JSON alone (notices: stderr, or in it)
+    _warn_if_trivial(results)
     if output == default_output(model_dir):
         _refresh_card(model_dir)
+
+
+def _warn_if_trivial(results: dict) -> None:
+    """A model no better than the dev set's trivial baseline is called that, on stderr."""
+    from tinybert.report.files import is_trivial, trivial_sentence, verdict_of
+
+    verdict = verdict_of(results)
+    if is_trivial(verdict):
+        print(f"warning: {trivial_sentence('model', verdict)}", file=sys.stderr)
 
 
 def _refresh_card(*model_dirs: str | Path | None) -> None:

@@ -223,10 +223,16 @@ class TrainConfig(_Checked):
 class StudentConfig(_Checked):
     """How the student is built: its shape, and where its first weights come from."""
 
-    init: Literal["random", "checkpoint", "teacher_layers"] = "random"
-    path: str | None = None  # init=checkpoint: any saved model directory (e.g. a GD student)
+    # auto: student.path if given, else the teacher's layers when as wide as the teacher, else
+    # select (a subset of the teacher's weights); random only when asked (see distill/student.py)
+    init: Literal["auto", "random", "checkpoint", "teacher_layers", "select"] = "auto"
+    # init=checkpoint (or auto): any saved model directory (e.g. a GD student); init=select: a
+    # larger BERT to select from instead of the teacher
+    path: str | None = None
     # init=teacher_layers: 1-based, e.g. [2, 4, 6]
     teacher_layers: tuple[Annotated[int, Range(ge=1)], ...] | None = None
+    # init=select: which source layers, "map" (the layer map phase 1 uses) or "first" (1..N)
+    select_layers: Literal["map", "first"] = "map"
     num_hidden_layers: Annotated[int, Range(ge=1)] = 4
     hidden_size: Annotated[int, Range(ge=1)] = 312  # a multiple of num_attention_heads
     num_attention_heads: Annotated[int, Range(ge=1)] = 12
@@ -259,6 +265,9 @@ class DistillConfig(_Checked):
     shared_projection: bool = True  # one W_h for every layer (reference code) or one per layer
     temperature: Annotated[float, Range(gt=0)] = 1.0  # logits are divided by it
     scale_by_t2: bool = False
+    # phase 2 adds this times the loss on the gold labels (cross-entropy; MSE for regression)
+    # to the soft cross-entropy; 0 = the paper's phase 2, the teacher's logits only
+    hard_label_weight: Annotated[float, Range(ge=0)] = 0.0
     phases: tuple[Literal["intermediate", "prediction"], ...] = ("intermediate", "prediction")
 
 
@@ -323,6 +332,12 @@ class PipelineConfig(_Checked):
     # general-distill's teacher: "" = `model`, the pre-trained BERT the teacher is fine-tuned
     # from (the paper distils general knowledge from the pre-trained, not the fine-tuned, model)
     general_teacher: str = ""
+    # A final student no better than the dev set's trivial baseline (majority class, mean
+    # score, no entities) ends the run with exit status 3, after its report; true accepts it.
+    allow_trivial: bool = False
+    # A teacher that finetune leaves no better than that baseline stops the run before
+    # task-distill with exit status 4 (distilling it is wasted time); true distils it anyway.
+    allow_weak_teacher: bool = False
 
     def _check_together(self) -> None:
         order = [STAGES.index(s) for s in self.stages]

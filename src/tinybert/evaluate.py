@@ -3,6 +3,10 @@ dev split(s), with the same data, batching and metrics as evaluation during trai
 
     metrics = run_evaluate(cfg, "runs/sst2/student/prediction/best")
     metrics = run_evaluate(cfg, "runs/sst2/student/prediction/best", precision="int8")  # ONNX
+
+Beside the model's metrics, the results hold the dev set's trivial baseline (tinybert.data.baseline)
+under "baseline" (the same keys as the metrics) and the verdict on the main metric under "verdict"
+({"metric", "value", "baseline", "margin", "trivial", "baseline_is", "single_class"}).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from pathlib import Path
 import torch
 
 from tinybert.config import RunConfig
+from tinybert.data.baseline import judge, split_baselines
 from tinybert.data.task_data import check_labels, check_length, load_task_data, task_spec
 from tinybert.errors import UserError
 from tinybert.export.backend import check_precision, resolve_backend
@@ -23,6 +28,12 @@ from tinybert.train.distributed import resolve_device
 from tinybert.train.inference import LogitsFn, evaluate_splits
 from tinybert.train.precision import autocast
 
+RESULTS_FILE = "eval_results.json"
+BASELINE_KEY = "baseline"  # the dev set's trivial baseline, keyed as the metrics
+VERDICT_KEY = "verdict"  # the main metric against the baseline (data.baseline.judge)
+# Bumped when the results gain fields, so `tinybert run` evaluates a model again (2: baseline).
+RESULTS_FORMAT = 2
+
 
 def run_evaluate(
     cfg: RunConfig,
@@ -31,8 +42,9 @@ def run_evaluate(
     precision: str = "fp32",
     onnx_file: str | None = None,
 ) -> dict:
-    """Every dev split's metrics, every example counted, with what was run:
-    {"model", "task", "backend", ["onnx", "precision"], metrics..., "skipped_rows"}."""
+    """Every dev split's metrics, every example counted, with what was run and how they compare
+    to the trivial baseline: {"model", "task", "backend", ["onnx", "precision"], metrics...,
+    "skipped_rows", "baseline": {metric: value}, "verdict": {...}} (see the module's doc)."""
     backend = resolve_backend(model_dir, backend, onnx_file)
     check_precision(backend, precision)
     task = task_spec(cfg.task)
@@ -58,10 +70,15 @@ def run_evaluate(
     batch = cfg.finetune.eval_batch_size
     with torch.no_grad(), autocast(device, precision if backend == "torch" else "fp32"):
         metrics = evaluate_splits(model, data.dev, task, batch, device, data.pad_id)
-    return {**info, **metrics, "skipped_rows": sum(data.skipped.values())}
-
-
-RESULTS_FILE = "eval_results.json"
+    key = data.metric_key(cfg.task.metric) if cfg.task.metric else data.main_metric
+    baseline = split_baselines(task, data.dev)
+    return {
+        **info,
+        **metrics,
+        "skipped_rows": sum(data.skipped.values()),
+        BASELINE_KEY: baseline,
+        VERDICT_KEY: judge(task, data.dev, key, metrics, baseline),
+    }
 
 
 def default_output(model_dir: str | Path) -> Path:

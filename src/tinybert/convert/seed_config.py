@@ -328,8 +328,8 @@ class Converter:
         self.check(
             f"student.path: the seed's phase 1 always starts from a general-distilled student "
             f"(load_gd_ckpt_path): `tinybert convert-mindspore {gd} --vocab vocab.txt --output "
-            "DIR`, then student.path=DIR (or delete student.init to start from random weights "
-            "of the shape below)"
+            "DIR`, then student.path=DIR (or set student.init=auto to start from the teacher's "
+            "weights, selected to the shape below, or random)"
         )
         td1 = self.get("load_td1_ckpt_path")
         if td1:
@@ -479,6 +479,12 @@ class Converter:
     def gd_paths(self) -> None:
         teacher = self.get("load_teacher_ckpt_path") or "<bert_base.ckpt>"
         self.put("teacher", "", "load_teacher_ckpt_path", " (set it: see 'Before running')")
+        # The seed's GD student starts from random weights; our default selects the teacher's.
+        self.out.setdefault("student", {})["init"] = "random"
+        self.check(
+            "student.init: random, as the seed's GD; delete it to start from a selection of "
+            "the teacher's weights instead (student.init=auto, the default)"
+        )
         self.check(
             f"teacher: convert the seed's pre-trained BERT-base (`tinybert convert-mindspore "
             f"{teacher} --vocab vocab.txt --output DIR`), then teacher=DIR"

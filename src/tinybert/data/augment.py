@@ -36,7 +36,7 @@ import numpy as np
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
-from tinybert.data.base import QUIET_INTERVAL_S, Example, OnError, TaskSpec
+from tinybert.data.base import QUIET_INTERVAL_S, Example, OnError, TaskSpec, split_source
 from tinybert.data.tasks import ExampleStream, row_writer
 from tinybert.data.word_vectors import SPARE, WordVectors
 from tinybert.data.words import is_special_word, match_case, split_words
@@ -355,7 +355,8 @@ def augment_file(
     source, output = Path(source), Path(output)
     if not output.parent.is_dir():
         raise UserError(f"augment.output {output}: folder {output.parent} does not exist")
-    if output.exists() and source.exists() and output.resolve() == source.resolve():
+    file = split_source(source)[0]
+    if output.exists() and file.exists() and output.resolve() == file.resolve():
         raise UserError(f"augment.output {output} is the input file; write it elsewhere")
     started = time.perf_counter()
     augmenter = Augmenter(options, vectors, mlm)
@@ -411,7 +412,7 @@ def _counted(examples: Iterable[Example], bar: tqdm) -> Iterator[Example]:
 def _count_lines(path: Path) -> int:
     """Lines in a file (an estimate of its rows for the progress bar), read 1 MiB at a time."""
     count = 0
-    with open(path, "rb") as f:
+    with open(split_source(path)[0], "rb") as f:  # SICK.txt#TRAIN: all of SICK.txt
         while chunk := f.read(1 << 20):
             count += chunk.count(b"\n")
     return count

@@ -37,7 +37,7 @@ class Example:
 class TaskSpec:
     """What a task is: its label set, how it is scored, and which files hold its splits."""
 
-    name: str  # canonical: sst2 mnli qnli cola mrpc qqp stsb rte wnli tnews cluener jsonl csv
+    name: str  # canonical: sst2 mnli qnli cola mrpc qqp stsb rte wnli tnews cluener sicke sickr jsonl csv
     labels: tuple[str, ...]  # class names in index order; () for regression
     is_regression: bool
     metrics: tuple[str, ...]  # e.g. ("accuracy",), ("accuracy", "f1"), ("mcc",)
@@ -87,6 +87,13 @@ class Reader:
 
 
 # --------------------------------------------------------------------------- lines
+
+
+def split_source(path: Path) -> tuple[Path, str | None]:
+    """A split's file and the rows it names: "SICK.txt#TRAIN" -> (SICK.txt, "TRAIN") when one
+    file holds every split (SICK); a plain path -> (path, None), every row."""
+    name, sep, selector = path.name.partition("#")
+    return (path.with_name(name), selector) if sep and name and selector else (path, None)
 
 
 def physical_lines(path: Path) -> Iterator[tuple[int, str | RowError]]:

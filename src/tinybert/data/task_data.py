@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from tinybert.config import TaskConfig
 from tinybert.data import tfrecord
-from tinybert.data.base import TaskSpec
+from tinybert.data.base import TaskSpec, split_source
 from tinybert.data.batching import collate
 from tinybert.data.tasks import get_task, read_examples
 from tinybert.data.tokenization import TaskDataset, encode_examples, load_tokenizer, tokenizer_info
@@ -66,6 +66,12 @@ def train_path(cfg: TaskConfig) -> Path:
     if cfg.train_file:
         return Path(cfg.train_file)
     return Path(cfg.data_dir) / task_spec(cfg).train_split
+
+
+def train_file_name(cfg: TaskConfig) -> str:
+    """The training file's own name, without a split's row selector (SICK.txt#TRAIN ->
+    SICK.txt): the default name of a copy such as `tinybert augment`'s output."""
+    return split_source(train_path(cfg))[0].name
 
 
 def check_length(max_seq_length: int, max_positions: int) -> None:

@@ -4,8 +4,8 @@
     examples, n_skipped = read_examples(task, "glue/MNLI/dev_matched.tsv")
 
 Readers (one module each, sharing the helpers of base.py): GLUE TSV (glue.py), CLUE JSON lines
-(clue.py), and your own JSONL / CSV (generic.py). The seed's TFRecord datasets are a data_dir
-format rather than a task (tfrecord.py, chosen in task_data.py). Every problem is reported as
+(clue.py), SICK (sick.py), and your own JSONL / CSV (generic.py). The seed's TFRecord datasets
+are a data_dir format rather than a task (tfrecord.py, chosen in task_data.py). Every problem is reported as
 "path:line: what is wrong (value ...)"; with on_error="skip" bad rows are dropped and counted
 instead (QQP's train.tsv has a few rows with missing columns). `ExampleStream` reads a file one
 example at a time; `row_writer` writes examples back in a task's own format (`tinybert augment`).
@@ -17,12 +17,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from tinybert.data import clue, generic, glue
-from tinybert.data.base import Example, OnError, Reader, TaskSpec, WriteRow
+from tinybert.data import clue, generic, glue, sick
+from tinybert.data.base import Example, OnError, Reader, TaskSpec, WriteRow, split_source
 from tinybert.errors import UserError
 
 _READERS: dict[str, Reader] = {
-    name: reader for reader in (glue.READER, clue.READER, generic.READER) for name in reader.names
+    name: reader
+    for reader in (glue.READER, clue.READER, sick.READER, generic.READER)
+    for name in reader.names
 }
 KNOWN_TASKS = tuple(_READERS)
 _SKIP_HINT = " (fix the row, or set task.on_bad_row=skip to drop bad rows)"
@@ -67,9 +69,10 @@ class ExampleStream:
             raise UserError(f"on_bad_row must be 'raise' or 'skip', got {on_error!r}")
         self.task, self.path, self.on_error = task, Path(path), on_error
         self.reader = _reader(task)
-        if not self.path.is_file():
-            state = "is a directory" if self.path.is_dir() else "not found"
-            raise UserError(f"{self.path}: {state}; expected {self.reader.describe(task)}")
+        file = split_source(self.path)[0]
+        if not file.is_file():
+            state = "is a directory" if file.is_dir() else "not found"
+            raise UserError(f"{file}: {state}; expected {self.reader.describe(task)}")
         self.skipped = 0
 
     def __iter__(self) -> Iterator[Example]:

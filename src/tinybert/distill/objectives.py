@@ -183,7 +183,7 @@ class PredictionLoss:
             loss = soft_cross_entropy(
                 s, t, self.cfg.temperature, self.cfg.scale_by_t2, mask=mask, count=count
             )
-            return loss, {}
+            return self._with_labels(loss, s, batch, count), {}
         cached = self.teacher_logits
         assert isinstance(cached, torch.Tensor)
         t = cached[batch["index"].cpu()].to(s.device)
@@ -191,7 +191,30 @@ class PredictionLoss:
             loss = logit_mse(s, t)
         else:
             loss = soft_cross_entropy(s, t, self.cfg.temperature, self.cfg.scale_by_t2)
-        return loss * _row_share(batch), {}
+        return self._with_labels(loss, s, batch) * _row_share(batch), {}
+
+    def _with_labels(
+        self,
+        soft: torch.Tensor,
+        s: torch.Tensor,
+        batch: Batch,
+        count: torch.Tensor | float | None = None,
+    ) -> torch.Tensor:
+        """soft + distill.hard_label_weight x the loss on the gold labels: cross-entropy (token
+        tasks: over the scored tokens, as the soft loss), MSE for regression. s: the student's
+        logits, (B, C), (B, 1) or (B, L, C)."""
+        weight = self.cfg.hard_label_weight
+        if not weight:
+            return soft
+        labels = batch["labels"].to(s.device)
+        if self.regression:
+            hard = F.mse_loss(s.view(-1), labels.float().view(-1))
+        elif s.dim() == 3:
+            total = F.cross_entropy(s.flatten(0, 1), labels.flatten(), reduction="sum")
+            hard = total / (count if count is not None else (labels != -100).sum().clamp(min=1))
+        else:
+            hard = F.cross_entropy(s, labels)
+        return soft + weight * hard
 
     def _token_logits(self, indices: list[int], like: torch.Tensor) -> torch.Tensor:
         """The cached teacher logits of these examples, padded to `like`'s (B, T, C)."""

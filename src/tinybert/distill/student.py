@@ -2,18 +2,27 @@
 shared by general distillation (bare encoders) and task distillation (models with a head).
 
     teacher = freeze(teacher)
-    student = build_student(cfg.student, teacher, head="sequence", **task.head_args)
+    start = resolve_start(cfg.student, teacher.config, cfg.teacher, cfg.distill.layer_map)
+    student = build_student(cfg.student, teacher, head="sequence", start=start, **task.head_args)
+    start.describe()  # "select from runs/sst2/teacher/best, layers [2, 4, 6] (student.init=auto)"
+
+`student.init` says where the first weights come from; `auto` (the default) resolves to a given
+checkpoint (student.path), else the teacher's layers when the student is as wide as the teacher,
+else weight selection from the teacher (tinybert.model.select).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from torch import nn
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from tinybert.config import StudentConfig
+from tinybert.distill.mapping import resolve_layer_map, uniform_layer_map
 from tinybert.errors import UserError
 from tinybert.model import (
     AnyBertModel,
@@ -21,8 +30,11 @@ from tinybert.model import (
     BertForSequenceClassification,
     BertForTokenClassification,
     BertModel,
+    load_config,
     load_model,
+    saved_head,
 )
+from tinybert.model.select import check_selectable, select_weights
 
 Head = Literal["sequence", "token", "encoder"]
 M = TypeVar("M", bound=nn.Module)
@@ -54,24 +66,112 @@ def student_shape(cfg: StudentConfig, teacher: BertConfig, **head: Any) -> BertC
     )
 
 
+@dataclass(frozen=True)
+class Start:
+    """Where a student's first weights come from: `student.init` with `auto` resolved."""
+
+    init: Literal["random", "checkpoint", "teacher_layers", "select"]
+    asked: str  # student.init as configured (auto, random, ...)
+    source: str = ""  # the directory the weights come from ("" for random)
+    layers: tuple[int, ...] = ()  # teacher_layers / select: the source layer of each student layer
+
+    def describe(self) -> str:
+        """One phrase: "select from runs/x/teacher/best, layers [2, 4, 6] (student.init=auto)"."""
+        text = {"random": "random weights", "checkpoint": f"checkpoint {self.source}"}.get(
+            self.init, f"{self.init} from {self.source or 'the teacher'}"
+        )
+        if self.layers:
+            text += f", layers {list(self.layers)}"
+        return text + (f" (student.init={self.asked})" if self.asked != self.init else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        """What a stage records (Trainer's `init`, saved as init.json): the source path made
+        absolute, as stage settings are."""
+        source = str(Path(self.source).resolve()) if self.source else ""
+        return {
+            "init": self.init,
+            "asked": self.asked,
+            "source": source,
+            "layers": list(self.layers),
+            "text": self.describe(),
+        }
+
+
+def resolve_start(
+    cfg: StudentConfig,
+    teacher: BertConfig,
+    teacher_path: str = "",
+    layer_map: Sequence[int] | None = None,
+) -> Start:
+    """Resolve `cfg.init` against the teacher: `auto` becomes checkpoint (student.path given),
+    teacher_layers (the student's hidden size, heads and FFN width equal the teacher's) or
+    select (any smaller shape). layer_map (distill.layer_map): the teacher layer each student
+    layer starts from, as phase 1 maps them; None = uniform (`student.select_layers=map`)."""
+    init = cfg.init
+    if init == "auto" and not cfg.path:
+        same_width = (cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size) == (
+            teacher.hidden_size,
+            teacher.num_attention_heads,
+            teacher.intermediate_size,
+        )
+        # Teacher layers are the selection that keeps every width (the same code builds both);
+        # the layers come from the layer map, not student.teacher_layers.
+        layers = tuple(_select_layers(cfg, teacher, layer_map))
+        check_selectable(teacher, student_shape(cfg, teacher))  # refused now, before any work
+        return Start("teacher_layers" if same_width else "select", init, teacher_path, layers)
+    if init in ("auto", "checkpoint"):
+        if not cfg.path:
+            raise UserError("student.init=checkpoint needs student.path=<saved model directory>")
+        return Start("checkpoint", cfg.init, cfg.path)
+    if init == "teacher_layers":
+        return Start("teacher_layers", cfg.init, teacher_path, tuple(cfg.teacher_layers or ()))
+    if init == "select":
+        source = load_config(cfg.path) if cfg.path else teacher
+        # distill.layer_map names teacher layers: a student.path model gets the uniform map
+        chosen = _select_layers(cfg, source, None if cfg.path else layer_map)
+        check_selectable(source, student_shape(cfg, teacher))
+        return Start("select", cfg.init, cfg.path or teacher_path, tuple(chosen))
+    return Start("random", cfg.init)
+
+
+def _select_layers(
+    cfg: StudentConfig, source: BertConfig, layer_map: Sequence[int] | None
+) -> list[int]:
+    """The source layer each student layer is selected from: the layer map, or the first N."""
+    n_student, n_source = cfg.num_hidden_layers, source.num_hidden_layers
+    if n_student > n_source:
+        raise UserError(
+            f"weight selection can only shrink a model, but the student's num_hidden_layers "
+            f"{n_student} is larger than the source's {n_source}; use a student with "
+            f"num_hidden_layers <= {n_source}"
+        )
+    if cfg.select_layers == "first":
+        return list(range(1, n_student + 1))
+    if layer_map is None:
+        return uniform_layer_map(n_student, n_source)
+    return resolve_layer_map(n_student, n_source, layer_map)
+
+
 def build_student(
     cfg: StudentConfig,
     teacher: AnyBertModel,
     head: Head,
     num_labels: int = 2,
     id2label: tuple[str, ...] | None = None,
+    start: Start | None = None,
 ) -> AnyBertModel:
-    """A student initialised as `cfg.init` says: random, from a checkpoint, or (with a head)
-    from teacher layers. head="encoder" gives a bare encoder without pooler (GD: then every
-    parameter gets a gradient, which DDP needs)."""
+    """A student initialised as `start` (default: `resolve_start(cfg, teacher.config)`) says:
+    random, from a checkpoint, from teacher layers or by weight selection. head="encoder" gives
+    a bare encoder without pooler (GD: then every parameter gets a gradient, which DDP needs)."""
+    start = start or resolve_start(cfg, teacher.config)
     labels = {} if head == "encoder" else {"num_labels": num_labels, "id2label": id2label}
-    if cfg.init == "checkpoint":
+    if start.init == "checkpoint":
         student = _from_checkpoint(cfg, head, labels)
-    elif cfg.init == "teacher_layers":
+    elif start.init == "teacher_layers" and start.asked == "teacher_layers":
         if head == "encoder":
             raise UserError(
-                "general-distill builds the student with student.init=random or checkpoint; "
-                "teacher_layers is for task distillation"
+                "general-distill builds the student with student.init=auto, select, random or "
+                "checkpoint; teacher_layers is for task distillation"
             )
         student = _from_teacher_layers(cfg, teacher)
     else:
@@ -81,12 +181,32 @@ def build_student(
             f"student vocab_size {student.config.vocab_size} != teacher's "
             f"{teacher.config.vocab_size}; they must share the vocabulary"
         )
+    if start.init in ("select", "teacher_layers") and start.asked != "teacher_layers":
+        # auto's teacher layers are a selection that keeps every width: one code path
+        source, config = _selection_source(cfg, teacher, head)
+        new = select_weights(source, config, student, start.layers)
+        if new:
+            tqdm.write(f"student: newly initialised (not selected): {', '.join(new)}")
     return student
 
 
+def _selection_source(
+    cfg: StudentConfig, teacher: AnyBertModel, head: Head
+) -> tuple[dict[str, Tensor], BertConfig]:
+    """The tensors weight selection picks from: the teacher's, or those of the model in
+    student.path (without the head it lacks, or a head of another kind)."""
+    if cfg.init != "select" or not cfg.path:
+        return teacher.state_dict(), teacher.config
+    kind = "encoder" if head == "encoder" else saved_head(cfg.path)
+    model, report = load_model(cfg.path, head=kind)
+    state = {k: v for k, v in model.state_dict().items() if k not in report.initialised}
+    if kind != head:  # a token head does not fit a sequence student, nor the reverse
+        state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+    return state, model.config
+
+
 def _from_checkpoint(cfg: StudentConfig, head: Head, labels: dict) -> AnyBertModel:
-    if not cfg.path:
-        raise UserError("student.init=checkpoint needs student.path=<saved model directory>")
+    assert cfg.path  # resolve_start refuses checkpoint without a path
     student, report = load_model(cfg.path, head=head, **labels)
     if report.initialised:
         tqdm.write(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tinybert.config import RunConfig, StudentConfig, TrainConfig
+from tinybert.data.base import split_source
 from tinybert.data.task_data import task_spec, train_path
 from tinybert.pipeline.stages import Stage, Wiring
 
@@ -98,8 +99,9 @@ def _student_params(s: StudentConfig) -> int:
 
 
 def _count_lines(path: Path) -> int:
+    """Lines of a split's file (all of it for a split that names some rows: an upper bound)."""
     try:
-        with open(path, "rb") as f:
+        with open(split_source(path)[0], "rb") as f:
             return sum(1 for _ in f)
     except OSError:
         return 0

@@ -1,4 +1,10 @@
-"""Run the planned stages in order: banner, skip or run, record, refresh the model cards."""
+"""Run the planned stages in order: banner, skip or run, record, refresh the model cards.
+
+A run never flatters: a teacher finetune leaves no better than the dev set's trivial baseline
+stops the run before task-distill (exit status 4, unless run.allow_weak_teacher), and a final
+student no better than it ends the run, report written, with exit status 3 (unless
+run.allow_trivial). Both verdicts go into run.json ("verdicts") and the run's last lines.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,13 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from tinybert.config import RunConfig, load_run_config
-from tinybert.errors import Interrupted, UserError
+from tinybert.errors import (
+    TRIVIAL_STUDENT_EXIT,
+    WEAK_TEACHER_EXIT,
+    Interrupted,
+    NoBetterThanBaseline,
+    UserError,
+)
 from tinybert.paths import check_output_dir
 from tinybert.pipeline.estimate import Clock, stage_costs
 from tinybert.pipeline.record import RunRecord
@@ -24,9 +36,11 @@ from tinybert.pipeline.stages import (
     stage_config,
     up_to_date,
 )
+from tinybert.pipeline.verdict import Judgement, judge_model
 from tinybert.report import build_report
 from tinybert.report.card import write_cards
 from tinybert.report.collect import collect_run, common_speed, speed_label
+from tinybert.report.files import is_trivial, kept_over_baseline, score_ratio, trivial_sentence
 from tinybert.train import distributed
 from tinybert.train.distributed import Dist
 
@@ -66,9 +80,66 @@ def run_pipeline(configs: Sequence[str], overrides: Sequence[str]) -> RunRecord:
         if status == "done" and previous.get("status") == "interrupted":
             seconds += previous.get("seconds") or 0.0  # the stage's time before it stopped
         _end(record, stage, status, seconds, w, dist)
+        if stage.name == "finetune" and "task-distill" in cfg.run.stages:
+            _check_teacher(stage_cfg, w, record, dist)
+    judged = _judge_end(cfg, w, record, dist)
     if dist.is_main:
-        tqdm.write(_closing(w, time.time() - start))
+        tqdm.write(_closing(w, time.time() - start, judged, cfg.run.allow_trivial))
+    student = next((j for j in judged if j.role == "student"), None)
+    if dist.gather(bool(student and student.trivial))[0] and not cfg.run.allow_trivial:
+        raise NoBetterThanBaseline(
+            f"the student {w.student} is no better than the trivial baseline of the dev set "
+            "(see above); its report is written. Set run.allow_trivial=true to accept it",
+            TRIVIAL_STUDENT_EXIT,
+        )
     return record
+
+
+def _keep_verdict(record: RunRecord, found: Judgement) -> None:
+    record.data.setdefault("verdicts", {})[found.role] = found.record()
+    record.write()
+
+
+def _check_teacher(cfg: RunConfig, w: Wiring, record: RunRecord, dist: Dist) -> None:
+    """After finetune: stop before task-distill if the teacher it kept is no better than the
+    trivial baseline (distilling it would only copy that), unless run.allow_weak_teacher."""
+    found = judge_model(cfg, "teacher", w.teacher) if dist.is_main else None
+    if found is not None:
+        _keep_verdict(record, found)
+        tqdm.write(found.line())
+    if not dist.gather(bool(found and found.trivial))[0]:
+        return
+    if cfg.run.allow_weak_teacher:
+        if dist.is_main:
+            tqdm.write("run.allow_weak_teacher=true: distilling from it anyway")
+        return
+    message = (
+        f"stopped before task-distill: the teacher {w.teacher} is no better than the trivial "
+        "baseline of the dev set (see above). Train it better (finetune.epochs, finetune.lr, "
+        "the data) in a new output_dir, or set run.allow_weak_teacher=true to distil it anyway"
+    )
+    if dist.is_main:
+        record.data["stopped"] = message
+        record.write()
+    raise NoBetterThanBaseline(message, WEAK_TEACHER_EXIT)
+
+
+def _judge_end(cfg: RunConfig, w: Wiring, record: RunRecord, dist: Dist) -> list[Judgement]:
+    """The verdicts on the run's teacher and student at its end (main process), when the run
+    made or evaluated them and there is a dev score to judge by."""
+    stages = set(cfg.run.stages)
+    roles = []
+    if stages & {"finetune", "evaluate"}:
+        roles.append(("teacher", w.teacher))
+    if stages & {"task-distill", "evaluate"}:
+        roles.append(("student", w.student))
+    judged = []
+    for role, model in roles if dist.is_main else []:
+        found = judge_model(cfg, role, model) if Path(model).is_dir() else None
+        if found is not None:
+            _keep_verdict(record, found)
+            judged.append(found)
+    return judged
 
 
 def _end(record: RunRecord, stage: Stage, status: str, seconds: float, w: Wiring, dist: Dist):
@@ -195,10 +266,10 @@ def _work(name: str, cfg: RunConfig, w: Wiring) -> None:
                     else "add task-distill to run.stages"
                 )
                 raise UserError(f"{name}: no {role} at {model}; {fix}")
-            _per_model(name, cfg, model)
+            _per_model(name, cfg, model, role)
 
 
-def _per_model(name: str, cfg: RunConfig, model: str) -> None:
+def _per_model(name: str, cfg: RunConfig, model: str, role: str) -> None:
     if name == "evaluate":
         from tinybert.evaluate import default_output, run_evaluate, write_results
 
@@ -206,6 +277,9 @@ def _per_model(name: str, cfg: RunConfig, model: str) -> None:
         write_results(results, default_output(model))
         shown = {k: v for k, v in results.items() if isinstance(v, float)}
         tqdm.write(f"evaluate {model}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+        verdict = results.get("verdict") or {}
+        if is_trivial(verdict):
+            tqdm.write(f"  !!! {trivial_sentence(role, verdict)}")
     elif name == "export":
         from tinybert.export.onnx import export_for_task
 
@@ -218,18 +292,19 @@ def _per_model(name: str, cfg: RunConfig, model: str) -> None:
         tqdm.write("\n".join([f"benchmark {model} -> {path}", *summary_lines(speed)]))
 
 
-def _closing(w: Wiring, seconds: float) -> str:
-    """The run's last lines: teacher vs student (main dev metric, size, speed), read back from
-    the files the stages wrote, as the report reads them."""
+def _closing(w: Wiring, seconds: float, judged: list[Judgement], allow_trivial: bool) -> str:
+    """The run's last lines: teacher vs student (main dev metric against the trivial baseline,
+    size, speed), read back from the files the stages wrote, as the report reads them; then
+    each model's verdict, a failure last and loud."""
     lines = [f"=== tinybert run finished in {_minutes(seconds)}: {w.out}"]
     try:
         run = collect_run(w.out)
     except UserError:  # nothing to compare (e.g. a run of prepare-corpus alone)
-        return lines[0]
+        return "\n".join([*lines, *_verdict_lines(judged, allow_trivial)])
     t, s, key = run.teacher, run.student, run.main_metric
     if key and key in t.metrics and key in s.metrics:
-        kept = f" ({100 * s.metrics[key] / t.metrics[key]:.1f}% kept)" if t.metrics[key] > 0 else ""
-        lines.append(f"dev {key}: teacher {t.metrics[key]:.4f}, student {s.metrics[key]:.4f}{kept}")
+        scores = _scores_line(t.metrics[key], s.metrics[key], run.baseline.get(key))
+        lines.append(f"dev {key}: {scores}")
     if t.params and s.params:
         lines.append(f"parameters: teacher {t.params:,}, student {s.params:,} "
                      f"({t.params / s.params:.1f}x fewer)")  # fmt: skip
@@ -243,4 +318,26 @@ def _closing(w: Wiring, seconds: float) -> str:
     report = w.out / "report" / "report.html"
     if report.is_file():
         lines.append(f"report: {report}")
-    return "\n".join(lines)
+    return "\n".join([*lines, *_verdict_lines(judged, allow_trivial)])
+
+
+def _scores_line(teacher: float, student: float, baseline: float | None) -> str:
+    """ "baseline 0.6838, teacher 0.8603, student 0.8137 (73.6% kept over the baseline; 94.6%
+    of the teacher's score)"; the plain ratio alone without a baseline."""
+    kept = None if baseline is None else kept_over_baseline(teacher, student, baseline)
+    ratio = score_ratio(teacher, student)
+    parts = [f"{100 * kept:.1f}% kept over the baseline"] if kept is not None else []
+    if baseline is not None and kept is None:
+        parts.append("the teacher gains nothing over the baseline: nothing to keep")
+    parts += [f"{100 * ratio:.1f}% of the teacher's score"] if ratio is not None else []
+    shown = f"baseline {baseline:.4f}, " if baseline is not None else ""
+    shown += f"teacher {teacher:.4f}, student {student:.4f}"
+    return shown + (f" ({'; '.join(parts)})" if parts else "")
+
+
+def _verdict_lines(judged: list[Judgement], allow_trivial: bool) -> list[str]:
+    """Each verdict, failures last; an accepted trivial student says it was accepted."""
+    lines = [j.line() for j in judged if not j.trivial] + [j.line() for j in judged if j.trivial]
+    if allow_trivial and any(j.trivial and j.role == "student" for j in judged):
+        lines.append("run.allow_trivial=true: the run ends with exit status 0 all the same")
+    return lines

@@ -28,9 +28,9 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from tinybert.config import RunConfig, load_run_config, to_dict
-from tinybert.data.task_data import train_path
+from tinybert.data.task_data import train_file_name, train_path
 from tinybert.errors import UserError
-from tinybert.evaluate import RESULTS_FILE
+from tinybert.evaluate import RESULTS_FILE, RESULTS_FORMAT
 from tinybert.export.onnx import REPORT_FILE
 from tinybert.export.runtime import EXPORT_SUBDIR
 from tinybert.recipes.common import stage_settings
@@ -59,7 +59,7 @@ class Wiring:
         stages = cfg.run.stages
         augmented = cfg.augment.output
         if not augmented and (cfg.task.train_file or cfg.task.data_dir):
-            augmented = str(out / "augmented" / train_path(cfg.task).name)
+            augmented = str(out / "augmented" / train_file_name(cfg.task))
         return cls(
             out=out,
             base=cfg.model,
@@ -145,7 +145,10 @@ def _check(cfg: RunConfig, w: Wiring) -> None:
             f"{key} has general-distill without prepare-corpus: give corpus.path=<a folder made "
             "by tinybert prepare-corpus>, or add prepare-corpus with corpus.inputs"
         )
-    if "general-distill" in stages and "task-distill" in stages and cfg.student.init != "random":
+    # With general-distill, student.init is GD's start (auto, select or random): TD starts
+    # from GD's student, so a start only TD could use is a conflict.
+    gd_starts = ("auto", "select", "random")
+    if {"general-distill", "task-distill"} <= set(stages) and cfg.student.init not in gd_starts:
         raise UserError(
             f"{key} has general-distill, whose student task-distill starts from; "
             f"student.init={cfg.student.init} asks for another start: remove one of them"
@@ -257,8 +260,11 @@ def _task_distill(cfg: RunConfig, w: Wiring, line: CommandLine) -> Stage:
     )
 
 
-def _per_model(name: str, out_file: str, flags: list[str], keys: list[str]) -> Planner:
-    """evaluate, export, benchmark: the same step on the teacher and on the student."""
+def _per_model(
+    name: str, out_file: str, flags: list[str], keys: list[str], version: int | None = None
+) -> Planner:
+    """evaluate, export, benchmark: the same step on the teacher and on the student. `version`
+    (of the output's format) is a setting too, so outputs of an older format are made again."""
 
     def planner(cfg: RunConfig, w: Wiring, line: CommandLine) -> Stage:
         models = [w.teacher, w.student]
@@ -271,7 +277,9 @@ def _per_model(name: str, out_file: str, flags: list[str], keys: list[str]) -> P
             overrides=wired,
             commands=[line.command(name, wired, "--model", m, *flags) for m in models],
             outputs=outputs,
-            settings=stage_settings(cfg, *keys) | {"models": models},
+            settings=stage_settings(cfg, *keys)
+            | {"models": models}
+            | ({"format": version} if version else {}),
         )
 
     return planner
@@ -294,7 +302,11 @@ _STAGES: dict[str, Planner] = {
     "augment": _augment,
     "task-distill": _task_distill,
     "evaluate": _per_model(
-        "evaluate", RESULTS_FILE, [], ["task", "finetune.eval_batch_size", "device"]
+        "evaluate",
+        RESULTS_FILE,
+        [],
+        ["task", "finetune.eval_batch_size", "device"],
+        RESULTS_FORMAT,
     ),
     "export": _per_model(
         "export",

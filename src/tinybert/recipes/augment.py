@@ -24,7 +24,8 @@ from tinybert.data.augment import (
     candidate_exclusions,
     summary_file,
 )
-from tinybert.data.task_data import check_vocab, task_spec, train_path
+from tinybert.data.base import split_source
+from tinybert.data.task_data import check_vocab, task_spec, train_file_name, train_path
 from tinybert.data.tasks import ExampleStream
 from tinybert.data.tokenization import load_tokenizer, tokenizer_info
 from tinybert.data.word_vectors import load_word_vectors
@@ -66,7 +67,11 @@ def run_augment(cfg: RunConfig, progress: bool = True) -> AugmentResult:
             "augment needs the task's text files"
         )
     source = train_path(cfg.task)
-    output = Path(a.output) if a.output else Path(cfg.output_dir) / "augmented" / source.name
+    output = (
+        Path(a.output)
+        if a.output
+        else Path(cfg.output_dir) / "augmented" / train_file_name(cfg.task)
+    )
     _check_output(cfg, source, output)
     ExampleStream(task, source, cfg.task.on_bad_row)  # a missing input fails before any work
 
@@ -101,8 +106,7 @@ def _check_output(cfg: RunConfig, source: Path, output: Path) -> None:
     data_dir = Path(cfg.task.data_dir)
     protected = [
         source,
-        data_dir / task.train_split,
-        *(data_dir / f for f in task.dev_splits.values()),
+        *(split_source(data_dir / f)[0] for f in (task.train_split, *task.dev_splits.values())),
     ]
     for path in protected:
         if path.exists() and output.exists() and path.resolve() == output.resolve():

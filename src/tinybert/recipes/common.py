@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from tinybert.config import RunConfig, dump_yaml
 from tinybert.data.base import TaskSpec
 from tinybert.data.task_data import TaskData, check_labels
-from tinybert.distill.student import Head, freeze
+from tinybert.distill.student import Head, Start, freeze
 from tinybert.errors import UserError
 from tinybert.model import AnyBertModel, BertModel, LoadReport, load_model, save_model
 from tinybert.train import distributed
@@ -78,6 +78,13 @@ def stage_settings(cfg: RunConfig, *keys: str) -> dict[str, Any]:
         else:
             out[key] = list(value) if isinstance(value, tuple) else value
     return out
+
+
+def start_settings(start: Start) -> dict[str, Any]:
+    """The student's resolved start as a stage setting: with student.init=auto, what it became
+    (e.g. select, and which layers), so a resume that would start differently is refused."""
+    record = start.to_dict()
+    return {k: record[k] for k in ("init", "source", "layers")}
 
 
 def weights_digest(model: nn.Module) -> str:

@@ -4,8 +4,10 @@ states and embeddings on a large text corpus, through the same loss and loop as 
     teacher (any HF BERT dir) + corpus (prepare-corpus folder or seed TFRecord folder)
         -> <output_dir>/general/{checkpoint-N, final}
 
+The student starts as `student.init` says: by default (auto) a selection of the teacher's
+weights (tinybert.model.select), or its layers when it is as wide as the teacher.
 `final/` is a Hugging Face BertModel directory (no pooler: GD never trains one); task
-distillation starts from it with `student.init=checkpoint student.path=<output_dir>/general/final`.
+distillation starts from it with `student.path=<output_dir>/general/final` (init auto or checkpoint).
 """
 
 from __future__ import annotations
@@ -17,16 +19,23 @@ from tqdm.auto import tqdm
 from tinybert.config import RunConfig
 from tinybert.data.corpus import open_corpus
 from tinybert.distill.objectives import intermediate_objective
-from tinybert.distill.student import build_student
+from tinybert.distill.student import build_student, resolve_start
 from tinybert.errors import UserError
-from tinybert.recipes.common import PHASE1_KEYS, load_teacher, run_context, stage_settings
+from tinybert.recipes.common import (
+    PHASE1_KEYS,
+    load_teacher,
+    run_context,
+    stage_settings,
+    start_settings,
+)
 from tinybert.train.loop import TrainData, Trainer, TrainResult
 
 STAGE = "general"
 
 
 def run_general_distill(cfg: RunConfig) -> TrainResult:
-    """Distil the teacher into a fresh (or given) student on the corpus; see module docstring."""
+    """Distil the teacher into a student (built as student.init says) on the corpus; see the
+    module docstring."""
     if not cfg.corpus.path:
         raise UserError("general-distill needs corpus.path=<prepared corpus or TFRecord folder>")
     ctx = run_context(cfg, tokenizer_dir=cfg.teacher)
@@ -36,8 +45,11 @@ def run_general_distill(cfg: RunConfig) -> TrainResult:
     if cfg.corpus.max_sequences is not None:
         lengths = lengths[: cfg.corpus.max_sequences]  # the first N sequences
     teacher = load_teacher(cfg.teacher, "encoder", "general-distill").to(ctx.device)
+    start = resolve_start(cfg.student, teacher.config, cfg.teacher, cfg.distill.layer_map)
+    if ctx.dist.is_main:
+        tqdm.write(f"student: {start.describe()}")
     torch.manual_seed(cfg.seed)  # the student's initial weights
-    student = build_student(cfg.student, teacher, "encoder").to(ctx.device)
+    student = build_student(cfg.student, teacher, "encoder", start=start).to(ctx.device)
     loss_fn, projection = intermediate_objective(cfg.distill, student, teacher, ctx.device)
     if ctx.dist.is_main:
         n_s, tokens = student.config.num_hidden_layers, int(np.sum(lengths))
@@ -59,10 +71,14 @@ def run_general_distill(cfg: RunConfig) -> TrainResult:
         # can skip its search for unused ones.
         find_unused_parameters=min(d.attention_weight, d.hidden_weight, d.embedding_weight) == 0,
         section="general",
-        settings=stage_settings(
-            cfg,
-            *("teacher", "seed", "corpus.path", "corpus.max_sequences", "student"),
-            *PHASE1_KEYS,
-        ),
+        settings={
+            **stage_settings(
+                cfg,
+                *("teacher", "seed", "corpus.path", "corpus.max_sequences", "student"),
+                *PHASE1_KEYS,
+            ),
+            "student start": start_settings(start),
+        },
+        init=start.to_dict(),
     )
     return trainer.fit()

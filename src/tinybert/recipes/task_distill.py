@@ -22,7 +22,7 @@ from tinybert.data.task_data import (
     task_spec,
 )
 from tinybert.distill.objectives import PredictionLoss, intermediate_objective, teacher_logits
-from tinybert.distill.student import build_student
+from tinybert.distill.student import Start, build_student, resolve_start
 from tinybert.model import AnyBertModel
 from tinybert.recipes.common import (
     EVAL_KEYS,
@@ -32,6 +32,7 @@ from tinybert.recipes.common import (
     load_teacher,
     run_context,
     stage_settings,
+    start_settings,
     train_data,
     weights_digest,
 )
@@ -40,6 +41,8 @@ from tinybert.train.loop import RunContext, Trainer, TrainResult
 from tinybert.train.precision import resolve_precision
 
 INTERMEDIATE, PREDICTION = "student/intermediate", "student/prediction"
+# Below this many training rows a random-init student is warned about (README "Small tasks").
+SMALL_TASK_ROWS = 50_000
 
 
 def run_task_distill(cfg: RunConfig) -> dict[str, TrainResult]:
@@ -50,20 +53,36 @@ def run_task_distill(cfg: RunConfig) -> dict[str, TrainResult]:
     phases = {"intermediate": INTERMEDIATE, "prediction": PREDICTION}
     ctx.preflight([stage for name, stage in phases.items() if name in cfg.distill.phases])
     teacher = load_teacher(cfg.teacher, task.head, "task-distill", task).to(ctx.device)
+    start = resolve_start(cfg.student, teacher.config, cfg.teacher, cfg.distill.layer_map)
+    if ctx.dist.is_main:
+        tqdm.write(f"student: {start.describe()}")
     data = load_task_data(cfg.task, cfg.teacher, cfg.seed, vocab_size=teacher.config.vocab_size)
     torch.manual_seed(cfg.seed)  # the student's initial weights
-    student = build_student(cfg.student, teacher, task.head, **task.head_args).to(ctx.device)
+    student = build_student(cfg.student, teacher, task.head, start=start, **task.head_args)
+    student = student.to(ctx.device)
     check_labels(student.config, task, "student")
+    if ctx.dist.is_main and start.init == "random" and len(data.train_set()) < SMALL_TASK_ROWS:
+        tqdm.write(
+            f"warning: a student from random weights rarely learns a task of "
+            f"{len(data.train_set()):,} rows (on 4k-row pair tasks it stayed near the trivial "
+            "baseline, README 'Small tasks'); leave student.init at auto to start from the "
+            "teacher's weights, or give a general-distilled student in student.path"
+        )
     results: dict[str, TrainResult] = {}
     if "intermediate" in cfg.distill.phases:
-        results["intermediate"] = _intermediate(cfg, ctx, teacher, student, data)
+        results["intermediate"] = _intermediate(cfg, ctx, teacher, student, data, start)
     if "prediction" in cfg.distill.phases:
-        results["prediction"] = _prediction(cfg, ctx, teacher, student, data)
+        results["prediction"] = _prediction(cfg, ctx, teacher, student, data, start)
     return results
 
 
 def _intermediate(
-    cfg: RunConfig, ctx: RunContext, teacher: AnyBertModel, student: AnyBertModel, data: TaskData
+    cfg: RunConfig,
+    ctx: RunContext,
+    teacher: AnyBertModel,
+    student: AnyBertModel,
+    data: TaskData,
+    start: Start,
 ) -> TrainResult:
     loss_fn, projection = intermediate_objective(cfg.distill, student, teacher, ctx.device)
     if ctx.dist.is_main:
@@ -81,13 +100,22 @@ def _intermediate(
         data=train_data(data),
         desc="distill phase 1 (intermediate)",
         section="intermediate",
-        settings=stage_settings(cfg, "teacher", "seed", *TASK_KEYS, "student", *PHASE1_KEYS),
+        settings={
+            **stage_settings(cfg, "teacher", "seed", *TASK_KEYS, "student", *PHASE1_KEYS),
+            "student start": start_settings(start),
+        },
+        init=start.to_dict(),
     )
     return trainer.fit()
 
 
 def _prediction(
-    cfg: RunConfig, ctx: RunContext, teacher: nn.Module, student: nn.Module, data: TaskData
+    cfg: RunConfig,
+    ctx: RunContext,
+    teacher: nn.Module,
+    student: nn.Module,
+    data: TaskData,
+    start: Start,
 ) -> TrainResult:
     train_cfg = cfg.prediction
     train = train_data(data)
@@ -114,11 +142,12 @@ def _prediction(
             **stage_settings(
                 cfg,
                 *("teacher", "seed", *TASK_KEYS, *EVAL_KEYS, "student"),
-                *("distill.temperature", "distill.scale_by_t2"),
+                *("distill.temperature", "distill.scale_by_t2", "distill.hard_label_weight"),
             ),
             # where phase 2 starts: phase 1's result (its settings, its length), or the
             # student as built when phase 1 does not run
             "student weights at the start of phase 2": weights_digest(student),
         },
+        init=start.to_dict(),  # the student's start before phase 1, for the model card
     )
     return trainer.fit()

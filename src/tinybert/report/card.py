@@ -34,17 +34,25 @@ from tinybert.paths import write_atomic
 from tinybert.report.files import (
     CARD_FILE,
     EVAL_FILE,
+    INIT_FILE,
     METRICS_FILE,
     SPEED_FILE,
     WEIGHTS_FILE,
+    baseline_values,
     count_parameters,
     dev_splits,
     export_json,
+    is_trivial,
     json_or_empty,
+    kept_over_baseline,
     main_metric,
     metric_values,
     read_config,
     read_metrics,
+    score_ratio,
+    student_start,
+    trivial_sentence,
+    verdict_of,
 )
 
 MARKER = (
@@ -149,6 +157,8 @@ class _Facts:
     main: str = ""  # the eval key that picks best/ ("dev_matched/accuracy" for MNLI)
     eval: dict[str, float] = field(default_factory=dict)  # dev metrics, eval_results.json keys
     eval_source: str = ""
+    baseline: dict[str, float] = field(default_factory=dict)  # the dev set's trivial baseline
+    verdict: dict = field(default_factory=dict)  # the main metric against it
     export: dict = field(default_factory=dict)
     speed: dict = field(default_factory=dict)
 
@@ -189,6 +199,7 @@ def _gather(model_dir: Path) -> _Facts:
     facts.task = _task_name(facts)
     facts.main = _main_metric(facts)
     facts.eval, facts.eval_source = _dev_results(facts)
+    facts.baseline, facts.verdict = baseline_values(facts.results), verdict_of(facts.results)
     return facts
 
 
@@ -445,7 +456,10 @@ def _intro(facts: _Facts) -> str:
         arch = (facts.config.get("architectures") or ["a BERT model"])[0]
         text = f"A {shape} {arch} for {task}, saved by tinybert (its stage is not recorded)."
     sentences = (text, _size_sentence(facts), _checkpoint_phrase(facts))
-    return f"{title}\n\n{' '.join(p for p in sentences if p)}"
+    warning = ""
+    if is_trivial(facts.verdict):  # said first, not only under Limits
+        warning = "\n\n**Failed: no better than the trivial baseline of the dev set (see Limits).**"
+    return f"{title}\n\n{' '.join(p for p in sentences if p)}{warning}"
 
 
 def _lineage(facts: _Facts) -> str:
@@ -477,6 +491,9 @@ def _general_lineage(facts: _Facts) -> list[str]:
         if meta.get("tokens") is not None:
             size += f", {meta['tokens']:,} tokens"
     lines.append(f"Corpus: `{corpus or 'unrecorded'}`{size}.")
+    recorded = student_start(facts.dir.parent)  # init.json: student.init as resolved
+    if recorded:
+        return lines + [f"Student start: {recorded}."]
     init = facts.section("student").get("init") or "random"
     path = facts.section("student").get("path") or ""
     start = f"the checkpoint `{path}`" if init == "checkpoint" and path else f"{init} weights"
@@ -494,17 +511,20 @@ def _teacher_line(facts: _Facts) -> str:
 
 
 def _teacher_score(facts: _Facts, given: str) -> str:
-    """ "dev accuracy 0.8704" of the teacher: its eval_results.json, else its stage's best."""
+    """ "dev accuracy 0.8704" of the teacher: its eval_results.json (with the share of its gain
+    over the trivial baseline this model keeps), else its stage's best."""
     found = _locate(given, facts.dir)
     run_dir = facts.dir.parent.parent.parent  # RUN/student/prediction/best
     if found is None and (run_dir / "teacher" / "best").is_dir():
         found = run_dir / "teacher" / "best"  # the conventional layout
     if found is None:
         return ""
-    results = _scores(json_or_empty(found / EVAL_FILE))
+    saved = json_or_empty(found / EVAL_FILE)
+    results = _scores(saved)
     key = _split_key(results, facts.main)
     if key is not None:
-        return f"dev {key} {results[key]:.4f}"
+        weak = "; no better than the trivial baseline" if is_trivial(verdict_of(saved)) else ""
+        return f"dev {key} {results[key]:.4f}{weak}{_kept_phrase(facts, key, results[key])}"
     done = _done_row(read_metrics(found.parent / METRICS_FILE).rows)
     best = done.get("best_metric")
     return (
@@ -512,16 +532,39 @@ def _teacher_score(facts: _Facts, given: str) -> str:
     )
 
 
+def _kept_phrase(facts: _Facts, key: str, teacher: float) -> str:
+    """ "; this model keeps 74.1% of the teacher's gain over the trivial baseline (95.3% of its
+    score)" where this model's score and the baseline of `key` are known."""
+    own, base = facts.eval.get(key), facts.baseline.get(key)
+    if own is None or base is None or not math.isfinite(own):
+        return ""
+    kept, ratio = kept_over_baseline(teacher, own, base), score_ratio(teacher, own)
+    if kept is None:
+        return ""
+    plain = f" ({100 * ratio:.1f}% of its score)" if ratio is not None else ""
+    gain = f"{100 * kept:.1f}% of the teacher's gain over the trivial baseline"
+    return f"; this model keeps {gain}{plain}"
+
+
 def _init_line(facts: _Facts) -> str:
     student = facts.section("student")
-    init = student.get("init") or "random"
+    start = json_or_empty(facts.dir.parent / INIT_FILE)  # student.init as resolved, if recorded
+    init = start.get("init") or student.get("init") or "random"
     path = student.get("path") or ""
+    if init == "select":
+        source, layers = start.get("source") or "the teacher", start.get("layers")
+        return (
+            f"Initialised by weight selection from `{source}`: its layers {layers}, each width "
+            f"taken at evenly spaced indices (student.init={start.get('asked', init)})."
+        )
+    if init == "auto":  # no init.json beside config.yaml: what auto chose is not recorded
+        return "Initialised as student.init=auto chose (not recorded)."
     if init == "checkpoint" and path:
         gd = Path(path).parent.name == "general"
         what = "the general-distillation (GD) student" if gd else "the checkpoint"
-        return f"Initialised from {what} `{path}` (student.init=checkpoint)."
+        return f"Initialised from {what} `{path}` (student.init={start.get('asked', init)})."
     if init == "teacher_layers":
-        layers = student.get("teacher_layers")
+        layers = start.get("layers") or student.get("teacher_layers")
         return f"Initialised from the teacher's layers {layers} (no general distillation)."
     return "Randomly initialised (no general distillation)."
 
@@ -622,18 +665,30 @@ def _evaluation(facts: _Facts) -> str:
     notes = [f"Dev result: {facts.eval_source}." if facts.eval else ""]
     if onnx:
         notes.append("ONNX columns: `tinybert export` (onnx/export.json), on the same dev data.")
+    if facts.baseline:
+        what = facts.verdict.get("baseline_is")
+        notes.append(
+            f"Baseline: the dev set's trivial baseline{f', {what}' if what else ''}, scored with "
+            "the same metrics."
+        )
     note = " ".join(n for n in notes if n)
-    return f"## Evaluation\n\n{_eval_table(facts.eval, onnx)}\n\n{note}{_sizes(facts)}"
+    table = _eval_table(facts.eval, onnx, facts.baseline)
+    return f"## Evaluation\n\n{table}\n\n{note}{_sizes(facts)}"
 
 
-def _eval_table(results: dict[str, float], onnx: dict[str, dict]) -> str:
-    """A Markdown table, a row per (split, metric)."""
+def _eval_table(
+    results: dict[str, float], onnx: dict[str, dict], baseline: dict[str, float]
+) -> str:
+    """A Markdown table, a row per (split, metric); a Baseline column after the dev result
+    where eval_results.json has the trivial baseline."""
     keys = list(results) or list(dict.fromkeys(k for m in onnx.values() for k in _scores(m)))
-    columns = (["Dev result"] if results else []) + [f"`{name}`" for name in onnx]
+    columns = (["Dev result"] if results else []) + (["Baseline"] if baseline else [])
+    columns += [f"`{name}`" for name in onnx]
     rows = ["| Split | Metric | " + " | ".join(columns) + " |", "|---" * (len(columns) + 2) + "|"]
     for key in keys:
         split, _, name = key.rpartition("/")
         cells = [_fmt(results[key])] if results else []
+        cells += [_fmt(baseline.get(key, "-"))] if baseline else []
         cells += [_fmt(m.get(key, "-")) for m in onnx.values()]
         rows.append(f"| {split or 'dev'} | {name} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
@@ -725,6 +780,10 @@ _PHASE1_HEAD = (
 def _limits(facts: _Facts) -> str:
     task = facts.section("task")
     lines = []
+    if is_trivial(facts.verdict):  # first: whatever else is said, this model has not learned
+        lines.append(
+            f"**Failed: {trivial_sentence('model', facts.verdict)}.** It has not learned the task."
+        )
     sample = task.get("max_train_examples")
     if isinstance(sample, int) and facts.stage != "general":
         lines.append(

@@ -2,6 +2,7 @@
 
     run = collect_run("runs/demo")
     run.teacher.metrics["accuracy"], run.student.params, run.series["prediction"].evals
+    run.baseline["accuracy"], run.student.verdict["trivial"]  # the dev set's trivial baseline
     run.missing  # ["student: runs/demo/student/prediction/best/eval_results.json not found (...)"]
 
 Where a file is absent or unreadable the matching field stays empty and `missing` gets one
@@ -24,6 +25,7 @@ from tinybert.report.files import (
     NOT_FOUND,
     SPEED_FILE,
     WEIGHTS_FILE,
+    baseline_values,
     count_parameters,
     dev_splits,
     export_json,
@@ -34,6 +36,8 @@ from tinybert.report.files import (
     read_config,
     read_json,
     read_metrics,
+    student_start,
+    verdict_of,
 )
 
 RUN_FILE = "run.json"
@@ -77,6 +81,8 @@ class Model:
     params: int | None = None  # number of weights, from model.safetensors' header
     sizes: dict[str, int] = field(default_factory=dict)  # "safetensors"/"onnx fp32"/"onnx int8"
     metrics: dict[str, float] = field(default_factory=dict)  # eval_results.json, in file order
+    baseline: dict[str, float] = field(default_factory=dict)  # its dev set's trivial baseline
+    verdict: dict[str, Any] = field(default_factory=dict)  # main metric vs baseline ({} if none)
     splits: list[str] = field(default_factory=list)  # its dev splits where several (MNLI)
     export_metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # backend -> dev
     export_main: str | None = None  # export.json "main_metric"
@@ -120,6 +126,15 @@ class RunData:
     stages: list[Stage]  # empty without run.json
     missing: list[str]
     notes: list[str]  # how paths were resolved (not problems)
+    # How the student of "general-distill" / "task-distill" started: its stage's init.json,
+    # student.init as resolved ("select from runs/x/teacher/best, layers [2, 4, 6]")
+    starts: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def baseline(self) -> dict[str, float]:
+        """The dev set's trivial baseline per metric key: the student's eval_results.json's,
+        filled in from the teacher's (both score the same dev rows in a run)."""
+        return {**self.teacher.baseline, **self.student.baseline}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,6 +221,7 @@ def _read_model(reader: _Reader, role: str, path: Path, cfg: str, train_cmd: str
     results = reader.json(path / EVAL_FILE, role, evaluate, "evaluate")
     if results is not None:
         model.metrics, model.splits = metric_values(results), dev_splits(numbers(results))
+        model.baseline, model.verdict = baseline_values(results), verdict_of(results)
         model.task = results["task"] if isinstance(results.get("task"), str) else None
     _read_export(reader, model, cfg)
     benchmark = f"tinybert benchmark {cfg} --model {path}"
@@ -435,7 +451,16 @@ def collect_run(run_dir: str | Path) -> RunData:
         stages=stages,
         missing=reader.missing,
         notes=reader.notes,
+        starts=_starts(root),
     )
+
+
+def _starts(root: Path) -> dict[str, str]:
+    """How each distillation's student started, by `tinybert run` stage: GD's init.json, and
+    TD's (phase 1's, or phase 2's when it ran alone). Stages that recorded none are left out."""
+    found = {k: student_start(root / SERIES[k][0]) for k in SERIES}
+    td = found["intermediate"] or found["prediction"]
+    return {k: v for k, v in (("general-distill", found["general"]), ("task-distill", td)) if v}
 
 
 def _read_run(reader: _Reader) -> dict[str, Any] | None:

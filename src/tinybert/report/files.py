@@ -34,9 +34,14 @@ WEIGHTS_FILE = "model.safetensors"
 METRICS_FILE = "metrics.jsonl"  # in a stage folder (the model's parent)
 CONFIG_FILE = "config.yaml"  # in a stage folder: the full merged RunConfig
 CARD_FILE = "README.md"  # the model card, beside the model
+INIT_FILE = "init.json"  # in a stage folder: how its student was initialised (student.init)
 # Keys of eval_results.json / eval rows that count things rather than score the model (MNLI
 # prefixes them too: "dev_matched/n_examples").
 COUNT_KEYS = ("n_examples", "predicted_classes", "skipped_rows")
+# eval_results.json's trivial baseline of the dev set (the metrics' keys) and the verdict on
+# the main metric (tinybert.evaluate.BASELINE_KEY / VERDICT_KEY, spelled again: see above).
+BASELINE_KEY = "baseline"
+VERDICT_KEY = "verdict"
 NOT_FOUND = "not found"  # read_json's reason for an absent file
 
 
@@ -66,6 +71,13 @@ def read_json(path: Path) -> tuple[dict[str, Any] | None, str]:
 def json_or_empty(path: Path) -> dict[str, Any]:
     """read_json's object, or {} whatever went wrong (a card never fails over a side file)."""
     return read_json(path)[0] or {}
+
+
+def student_start(stage_dir: Path) -> str:
+    """How a distillation stage's student was initialised, student.init resolved ("select from
+    runs/x/teacher/best, layers [2, 4, 6] (student.init=auto)"); "" if not recorded."""
+    text = json_or_empty(stage_dir / INIT_FILE).get("text")
+    return text if isinstance(text, str) else ""
 
 
 def read_config(stage_dir: Path) -> dict[str, Any]:
@@ -198,3 +210,55 @@ def main_metric(
     if name is None:
         return next((g for g in guesses if isinstance(g, str) and g), None)
     return f"{splits[0]}/{name}" if splits else name
+
+
+# ---------------------------------------------------------------------------------------------
+# The trivial baseline (tinybert.data.baseline writes it into eval_results.json)
+
+
+def baseline_values(results: dict[str, Any]) -> dict[str, float]:
+    """eval_results.json's baseline metrics, keyed as its metrics; {} if it has none (a file
+    from before baselines)."""
+    found = results.get(BASELINE_KEY)
+    return numbers(found) if isinstance(found, dict) else {}
+
+
+def verdict_of(results: dict[str, Any]) -> dict[str, Any]:
+    """eval_results.json's verdict on the main metric ({"metric", "value", "baseline",
+    "margin", "trivial", "baseline_is", "single_class"}); {} if it has none."""
+    found = results.get(VERDICT_KEY)
+    return found if isinstance(found, dict) else {}
+
+
+def is_trivial(verdict: dict[str, Any]) -> bool:
+    """The verdict says the model is no better than the baseline."""
+    return verdict.get("trivial") is True
+
+
+def kept_over_baseline(teacher: float, student: float, baseline: float) -> float | None:
+    """The share of the teacher's gain over the trivial baseline the student keeps:
+    (student - baseline) / (teacher - baseline); 1.0 = all of it, 0 or less = none. None when
+    the teacher gains nothing over the baseline (then there is nothing to keep)."""
+    gain = teacher - baseline
+    return (student - baseline) / gain if gain > 0 else None
+
+
+def score_ratio(teacher: float, student: float) -> float | None:
+    """The plain student / teacher ratio of a score; None unless the teacher's is positive."""
+    return student / teacher if teacher > 0 else None
+
+
+def trivial_sentence(role: str, verdict: dict[str, Any]) -> str:
+    """One sentence calling a trivial model what it is, e.g. "the student is no better than
+    the trivial baseline: dev accuracy 0.5000 against 0.5000 for always '1' (the majority
+    class), and must beat it by at least 0.01; it predicts one class for every dev row"."""
+    value, base = number(verdict.get("value"), finite=False), number(verdict.get("baseline"))
+    metric = verdict.get("metric") or "main metric"
+    scores = ""
+    if value is not None and base is not None:
+        what = f" for {verdict['baseline_is']}" if verdict.get("baseline_is") else ""
+        scores = f": dev {metric} {value:.4f} against {base:.4f}{what}"
+        margin = number(verdict.get("margin"))
+        scores += f", and must beat it by at least {margin:g}" if margin else ""
+    single = "; it predicts one class for every dev row" if verdict.get("single_class") else ""
+    return f"the {role} is no better than the trivial baseline{scores}{single}"

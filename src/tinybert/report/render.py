@@ -7,7 +7,11 @@ The HTML embeds its images (data: URIs) and its CSS, so it opens from disk with 
 teacher-vs-student table (id "models") keeps every number machine-readable: each row has a
 data-key ("params", "size:safetensors", "metric:accuracy", "onnx:model_int8.onnx:accuracy",
 "speed:onnx:fp32:32") and each value cell a data-value with the raw figure (weights, bytes,
-metric as a fraction, sequences/s), whatever the cell shows.
+metric as a fraction, sequences/s), whatever the cell shows. Metric rows also carry the dev
+set's trivial baseline (data-model "baseline") and the accuracy the student keeps over it
+(data-model "kept", in percent: 100 * (student - baseline) / (teacher - baseline)) beside the
+plain student / teacher ratio (data-model "ratio", in percent). A model whose main metric is no
+better than the baseline is called so at the top of both files and its cell is marked.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 from tinybert.export.runtime import FP32_FILE, INT8_FILE
 from tinybert.paths import check_output_dir, write_atomic
 from tinybert.report.collect import RunData, Speed, collect_run, speed_keys, speed_label
+from tinybert.report.files import is_trivial, kept_over_baseline, score_ratio, trivial_sentence
 from tinybert.report.plots import PLOT_FILES, Plot, make_plots
 
 REPORT_SUBDIR = "report"
@@ -66,6 +71,8 @@ def _write(path: Path, data: bytes) -> Path:
 
 
 Comparison = tuple[float, str]  # the raw ratio and how it is shown
+ROLES = ("teacher", "student")
+TRIVIAL_MARK = "(trivial)"  # beside a main metric no better than the baseline
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,19 @@ class Row:
     show: Callable[[float], str]
     # (teacher, student) -> (3.9, "3.9x fewer"), or None where a ratio means nothing
     compare: Callable[[float, float], Comparison | None]
+    baseline: float | None = None  # dev metrics: the trivial baseline's score
+    trivial: tuple[str, ...] = ()  # the roles whose main metric (this row) is no better
+
+
+@dataclass(frozen=True)
+class Cells:
+    """A row as shown: "–" where a value is missing, "" where a column means nothing."""
+
+    baseline: str
+    teacher: str
+    student: str
+    kept: Comparison | None  # kept over the baseline
+    compare: Comparison | None  # student vs teacher
 
 
 @dataclass(frozen=True)
@@ -104,12 +124,19 @@ def _ratio(
     return compare
 
 
-def _kept(teacher: float, student: float) -> Comparison | None:
-    """Accuracy kept: student as a share of the teacher (only for a positive teacher score)."""
-    if teacher <= 0:
+def _of_teacher(teacher: float, student: float) -> Comparison | None:
+    """The plain ratio of a score: student as a share of the teacher (a positive one)."""
+    ratio = score_ratio(teacher, student)
+    return None if ratio is None else (100 * ratio, f"{100 * ratio:.1f}% of teacher")
+
+
+def _kept(row: Row) -> Comparison | None:
+    """Accuracy kept over the baseline: the share of the teacher's gain over the trivial
+    baseline that the student keeps (None without a baseline or a teacher that gains)."""
+    if row.baseline is None or row.teacher is None or row.student is None:
         return None
-    kept = 100 * student / teacher
-    return kept, f"{kept:.1f}% kept"
+    kept = kept_over_baseline(row.teacher, row.student, row.baseline)
+    return None if kept is None else (100 * kept, f"{100 * kept:.1f}% kept")
 
 
 def _metric(value: float) -> str:
@@ -160,8 +187,18 @@ def sections(run: RunData) -> list[Section]:
                 _ratio("smaller", "larger"),
             )
         )
+    baseline = run.baseline
     metrics = [
-        Row(f"metric:{k}", f"dev {k}", t.metrics.get(k), s.metrics.get(k), _metric, _kept)
+        Row(
+            f"metric:{k}",
+            f"dev {k}",
+            t.metrics.get(k),
+            s.metrics.get(k),
+            _metric,
+            _of_teacher,
+            baseline.get(k),
+            tuple(m.role for m in (t, s) if is_trivial(m.verdict) and m.verdict.get("metric") == k),
+        )
         for k in metric_keys(run)
     ]
     metrics += _export_rows(run)
@@ -186,7 +223,11 @@ def _export_rows(run: RunData) -> list[Row]:
         t = run.teacher.export_metrics.get(file, {}).get(key or "")
         s = run.student.export_metrics.get(file, {}).get(key or "")
         if t is not None or s is not None:
-            rows.append(Row(f"onnx:{file}:{key}", f"{label} dev {key}", t, s, _metric, _kept))
+            baseline = run.baseline.get(key or "")
+            row = Row(
+                f"onnx:{file}:{key}", f"{label} dev {key}", t, s, _metric, _of_teacher, baseline
+            )
+            rows.append(row)
     return rows
 
 
@@ -204,14 +245,46 @@ def _speed_row(run: RunData, key: tuple[str, str, int]) -> Row:
     )
 
 
-def _cells(row: Row) -> tuple[str, str, Comparison | None]:
-    """(teacher, student) as shown ("–" where a value is missing), and the comparison."""
-    teacher = row.show(row.teacher) if row.teacher is not None else "–"
-    student = row.show(row.student) if row.student is not None else "–"
+def _cells(row: Row) -> Cells:
+    """The row as shown; a main metric no better than the baseline gets TRIVIAL_MARK."""
+    shown = {}
+    for role in ROLES:
+        value = getattr(row, role)
+        shown[role] = row.show(value) if value is not None else "–"
+        if role in row.trivial:
+            shown[role] += f" {TRIVIAL_MARK}"
     compare = None
     if row.teacher is not None and row.student is not None:
         compare = row.compare(row.teacher, row.student)
-    return teacher, student, compare
+    metric = row.key.startswith(("metric:", "onnx:"))
+    baseline = row.show(row.baseline) if row.baseline is not None else "–" if metric else ""
+    return Cells(baseline, shown["teacher"], shown["student"], _kept(row), compare)
+
+
+def failures(run: RunData) -> list[str]:
+    """A sentence for each model no better than the trivial baseline on its main metric."""
+    models = (run.teacher, run.student)
+    return [_sentence(trivial_sentence(m.role, m.verdict)) for m in models if is_trivial(m.verdict)]
+
+
+def baseline_line(run: RunData) -> str:
+    """What the baseline column and the two comparisons mean ("" without a baseline)."""
+    if not run.baseline:
+        return ""
+    verdicts = (run.student.verdict, run.teacher.verdict)
+    what = next((v["baseline_is"] for v in verdicts if isinstance(v.get("baseline_is"), str)), "")
+    return (
+        f"Baseline: the dev set's trivial baseline{f', {what}' if what else ''}, scored like the "
+        "models. Kept: the share of the teacher's gain over the baseline that the student keeps, "
+        "(student - baseline) / (teacher - baseline); student vs teacher: student / teacher."
+    )
+
+
+def start_line(run: RunData) -> str:
+    """How the students started, student.init as resolved ("" if no stage recorded it)."""
+    if not run.starts:
+        return ""
+    return "Student start: " + "; ".join(f"{k}: {v}" for k, v in run.starts.items()) + "."
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,6 +341,7 @@ def _md(text: str) -> str:
 def render_markdown(run: RunData, plots: list[Plot]) -> str:
     """report.md: the same content as the HTML, images as links to the PNGs beside it."""
     lines = [f"# {title(run)}", "", f"Run directory: `{run.run_dir}`", ""]
+    lines += [f"**FAILED: {_md(line)}**\n" for line in failures(run)]
     if run.missing:
         lines += ["## Missing", "", *[f"- {_md(m)}" for m in run.missing], ""]
     if run.notes:
@@ -276,17 +350,24 @@ def render_markdown(run: RunData, plots: list[Plot]) -> str:
     lines += [
         f"Teacher: `{run.teacher.path}`; student: `{run.student.path}`.",
         "",
-        "| | teacher | student | student vs teacher |",
-        "|---|---:|---:|---:|",
+        "| | baseline | teacher | student | kept over baseline | student vs teacher |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for section in sections(run):
         if section.rows:
-            lines.append(f"| **{_md(section.title)}** | | | |")
+            lines.append(f"| **{_md(section.title)}** | | | | | |")
         for row in section.rows:
-            teacher, student, compare = _cells(row)
-            shown = compare[1] if compare else "–"
-            lines.append(f"| {_md(row.label)} | {teacher} | {student} | {shown} |")
-    lines += ["", *[_md(_sentence(line)) for line in machine_lines(run)], ""]
+            c = _cells(row)
+            teacher, student = (
+                f"**{v}**" if TRIVIAL_MARK in v else v for v in (c.teacher, c.student)
+            )
+            kept = c.kept[1] if c.kept else "–" if c.baseline else ""
+            compare = c.compare[1] if c.compare else "–"
+            lines.append(
+                f"| {_md(row.label)} | {c.baseline} | {teacher} | {student} | {kept} | {compare} |"
+            )
+    notes = [start_line(run), baseline_line(run), *map(_sentence, machine_lines(run))]
+    lines += ["", *[f"{_md(line)}\n" for line in notes if line]]  # a paragraph each
     lines += _stages_md(run)
     if plots:
         lines += ["## Plots", ""]
@@ -318,6 +399,7 @@ td { text-align: right; font-variant-numeric: tabular-nums; }
 td.text { text-align: left; } code { font-size: 0.9em; }
 tr.section th { text-align: left; background: #f3f3f3; }
 tbody th { text-align: left; font-weight: normal; }
+.fail, td.trivial { color: #b00; font-weight: bold; }
 .missing li { color: #a33; } .note { color: #555; font-size: 0.9em; }
 figure { margin: 1em 0; } figcaption { color: #555; font-size: 0.9em; }
 img { max-width: 100%; }
@@ -331,6 +413,7 @@ def _e(text: object) -> str:
 def render_html(run: RunData, plots: list[Plot]) -> str:
     """report.html: one file, its CSS inline and its images as data: URIs."""
     body = [f"<h1>{_e(title(run))}</h1>", f"<p>Run directory: <code>{_e(run.run_dir)}</code></p>"]
+    body += [f'<p class="fail">FAILED: {_e(line)}</p>' for line in failures(run)]
     if run.missing:
         items = "".join(f"<li>{_e(m)}</li>" for m in run.missing)
         body.append(f'<h2>Missing</h2>\n<ul class="missing">{items}</ul>')
@@ -352,37 +435,44 @@ def render_html(run: RunData, plots: list[Plot]) -> str:
 
 def _models_html(run: RunData) -> list[str]:
     head = (
-        "<thead><tr><th></th><th>teacher</th><th>student</th>"
-        "<th>student vs teacher</th></tr></thead>"
+        "<thead><tr><th></th><th>baseline</th><th>teacher</th><th>student</th>"
+        "<th>kept over baseline</th><th>student vs teacher</th></tr></thead>"
     )
     rows = []
     for section in sections(run):
         if section.rows:
-            rows.append(f'<tr class="section"><th colspan="4">{_e(section.title)}</th></tr>')
+            rows.append(f'<tr class="section"><th colspan="6">{_e(section.title)}</th></tr>')
         rows += [_row_html(row) for row in section.rows]
     paths = (
         f"<p>Teacher: <code>{_e(run.teacher.path)}</code>; "
         f"student: <code>{_e(run.student.path)}</code>.</p>"
     )
-    machine = [f'<p class="note">{_e(_sentence(line))}</p>' for line in machine_lines(run)]
+    notes = [start_line(run), baseline_line(run), *map(_sentence, machine_lines(run))]
+    machine = [f'<p class="note">{_e(line)}</p>' for line in notes if line]
     table = f'<table id="models">{head}<tbody>\n' + "\n".join(rows) + "\n</tbody></table>"
     return ["<h2>Teacher vs student</h2>", paths, table, *machine]
 
 
 def _row_html(row: Row) -> str:
-    teacher, student, compare = _cells(row)
+    c = _cells(row)
     cells = [f"<th>{_e(row.label)}</th>"]
     for role, value, shown in (
-        ("teacher", row.teacher, teacher),
-        ("student", row.student, student),
+        ("baseline", row.baseline, c.baseline),
+        ("teacher", row.teacher, c.teacher),
+        ("student", row.student, c.student),
     ):
         raw = f' data-value="{_raw(value)}"' if value is not None else ""
-        cells.append(f'<td data-model="{role}"{raw}>{_e(shown)}</td>')
-    if compare:
-        ratio = _raw(compare[0])
-        cells.append(f'<td data-model="ratio" data-value="{ratio}">{_e(compare[1])}</td>')
-    else:
-        cells.append('<td data-model="ratio">–</td>')
+        marked = ' class="trivial"' if role in row.trivial else ""
+        cells.append(f'<td data-model="{role}"{raw}{marked}>{_e(shown)}</td>')
+    for role, compare, empty in (
+        ("kept", c.kept, "–" if c.baseline else ""),
+        ("ratio", c.compare, "–"),
+    ):
+        if compare:
+            ratio = _raw(compare[0])
+            cells.append(f'<td data-model="{role}" data-value="{ratio}">{_e(compare[1])}</td>')
+        else:
+            cells.append(f'<td data-model="{role}">{empty}</td>')
     return f'<tr data-key="{_e(row.key)}">' + "".join(cells) + "</tr>"
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import math
 import signal
 import sys
@@ -37,6 +38,7 @@ from tqdm.auto import tqdm
 from tinybert.config import TrainConfig
 from tinybert.data.batching import batch_order
 from tinybert.errors import Interrupted, UserError
+from tinybert.paths import write_atomic
 from tinybert.train import checkpoint as ckpt
 from tinybert.train.distributed import Dist
 from tinybert.train.health import WEIGHT_LIMIT, last_sound_checkpoint, unsound_weight
@@ -55,7 +57,9 @@ from tinybert.train.resume import (
 )
 from tinybert.train.signals import StopSignals
 
-__all__ = ["Evaluation", "RunContext", "TrainData", "TrainResult", "Trainer"]
+__all__ = ["INIT_FILE", "Evaluation", "RunContext", "TrainData", "TrainResult", "Trainer"]
+
+INIT_FILE = "init.json"  # in a stage folder: how its model was initialised (Trainer's `init`)
 
 Batch = dict[str, torch.Tensor]
 LossFn = Callable[[Batch], tuple[torch.Tensor, dict[str, float]]]
@@ -219,11 +223,15 @@ class Trainer:
         find_unused_parameters: bool = True,
         section: str = "",
         settings: Mapping[str, Any] | None = None,
+        init: Mapping[str, Any] | None = None,
     ):
         self.ctx, self.desc, self.dist, self.device = ctx, desc, ctx.dist, ctx.device
         # The config section of `cfg` (e.g. "finetune"), for messages and the fingerprint; and
         # the other settings that define this stage (dotted key -> value, see `fingerprint`).
         self.section, self.settings = section, dict(settings or {})
+        # How the model was initialised (e.g. the student's resolved student.init), written as
+        # <stage>/INIT_FILE with config.yaml, for the report and the model cards to read.
+        self.init = None if init is None else dict(init)
         self._signals = StopSignals(desc, announce=ctx.dist.is_main)
         precision = resolve_precision(cfg.precision, ctx.device)
         if precision == "fp16" and ctx.device.type != "cuda":
@@ -668,6 +676,8 @@ class Trainer:
         if self.dist.is_main and self.ctx.config_text is not None:
             step = state["position"]["step"] if state is not None else None
             write_config(self.out_dir, self.ctx.config_text, source, step)
+        if self.dist.is_main and self.init is not None:
+            write_atomic(self.out_dir / INIT_FILE, json.dumps(self.init, indent=2) + "\n")
 
     def _load(self, path: Path, state: dict) -> None:
         """Load a checkpoint's full state: weights, optimizer, schedule, position, RNG."""
