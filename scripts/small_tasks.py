@@ -2,14 +2,16 @@
 
     python scripts/small_tasks.py                    # every task, the default variants
     python scripts/small_tasks.py sick-e qnli-small  # some tasks
-    python scripts/small_tasks.py sick-e --variants random,select-aug4
+    python scripts/small_tasks.py --quick sick-e --variants random,gd   # as BENCHMARKS.md ran it
 
 Tasks (each a shipped config): SICK entailment and relatedness (../shared/data/sick, train on
 TRAIN, best/ on TRIAL, scored on TEST), a 4,000/1,463 split of the real QNLI dev set
 (scripts/qnli_split.py), and a 2,000-sentence sample of SST-2 train scored on all of SST-2 dev.
 
 The "auto" variant is the shipped config as a user runs it: `tinybert run --config C`, every
-stage, the teacher fine-tuned first. The others reuse that teacher and run task-distill and
+stage (--quick: no export, no benchmark), the teacher fine-tuned first. The "gd" variant needs
+`make demo`'s general-distilled student; the aug4 variants add `tinybert augment` (4 GloVe
+copies a row) and were not run for BENCHMARKS.md. The others reuse that teacher and run task-distill and
 evaluate with overrides into runs/small/<task>/<variant>. Each row of runs/small/results.jsonl
 has the command, wall time, the teacher's and the student's scores and the trivial baseline;
 runs/small/results.md is the table. Rows of variants already in results.jsonl are kept: delete
