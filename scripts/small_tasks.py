@@ -30,6 +30,9 @@ from pathlib import Path
 
 from _common import ROOT
 
+from tinybert.config import load_run_config
+from tinybert.report.files import kept_over_baseline
+
 CONFIGS = {
     "sick-e": "configs/sick-e.yaml",
     "sick-r": "configs/sick-r.yaml",
@@ -77,9 +80,7 @@ def command(task: str, variant: str, quick: bool = False) -> list[str]:
 
 def _output_dir(task: str, variant: str) -> str:
     if variant == "auto":  # the shipped config's own output_dir
-        import yaml
-
-        return yaml.safe_load((ROOT / CONFIGS[task]).read_text())["output_dir"]
+        return load_run_config([ROOT / CONFIGS[task]]).output_dir
     return str((OUT / task / variant).relative_to(ROOT))
 
 
@@ -153,7 +154,7 @@ def table(rows: list[dict]) -> str:
         key = _main_key(r["task"], r["student"] or r["teacher"])
         base = (r["student"] or r["teacher"]).get("baseline", {}).get(key)
         t, s = r["teacher"].get(key), r["student"].get(key)
-        kept = (s - base) / (t - base) if None not in (t, s, base) and t != base else None
+        kept = kept_over_baseline(t, s, base) if None not in (t, s, base) else None
         cells = [_f(base), _f(t), _f(s), "-" if kept is None else f"{100 * kept:.0f}%"]
         lines.append(
             f"| {r['task']} | {r['variant']} | {' | '.join(cells)} | "
