@@ -241,7 +241,8 @@ def test_jsonl_bad_rows():
         read_examples(task, path)
     examples, skipped = read_examples(task, path, on_error="skip")
     assert [e.label for e in examples] == ["positive", "negative"]
-    assert skipped == 3  # unknown label, empty text, invalid JSON (the blank line is ignored)
+    # unknown label, empty text, invalid JSON, and the blank line at the end (counted, issue 16)
+    assert skipped == 4
 
 
 def test_jsonl_regression_and_numeric_labels(tmp_path):

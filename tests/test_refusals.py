@@ -320,6 +320,7 @@ def test_tnews_labels_json_is_checked(tmp_path, tiny_bert_dir, capsys):
         f"model={tiny_bert_dir}",
         f"output_dir={tmp_path / 'out'}",
         "task.name=tnews",
+        "task.max_seq_length=32",  # the tiny model has 64 positions (refused at start)
         f"task.data_dir={tmp_path / 'swapped'}",
         "finetune.max_steps=1",
     ]
@@ -352,6 +353,7 @@ def test_stsb_scores_outside_0_to_5_are_refused(tmp_path, tiny_bert_dir, capsys,
         f"model={tiny_bert_dir}",
         f"output_dir={tmp_path / 'out'}",
         "task.name=stsb",
+        "task.max_seq_length=32",  # the tiny model has 64 positions (refused at start)
         f"task.data_dir={stsb}",
         "finetune.max_steps=1",
     ]

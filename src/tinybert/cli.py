@@ -262,13 +262,15 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         "  text   one input a line: sentence, or sentence<TAB>pair\n"
         "  tsv    as text; a first line naming a text column (text, sentence, sentence1, "
         "question, ...) is a header,\n"
-        "         and only the text (and pair: text_pair, sentence2, ...) columns are read\n"
+        "         and only the text (and pair: text_pair, sentence2, ...) columns are read;\n"
+        "         every official GLUE file (train, dev, test; CoLA without header) reads as is\n"
         "  csv    header row as for tsv, CSV quoting\n"
         '  jsonl  {"text": ..., "text_pair": ... (optional)} a line\n'
         'output: {"line": N, "label": ..., "probs": {label: p, ...}} a line ({"value": x} for '
         "regression)\n"
         "bad input stops with file:line and exit 2, or with --skip-bad is reported and gets "
-        '{"line": N, "error": ...}\n'
+        '{"line": N, "error": ...};\n'
+        "input of which no line can be read stops with exit 2 either way\n"
     )
     p = sub.add_parser(
         "predict",
@@ -366,10 +368,12 @@ def check_device(name: str, what: str) -> None:
         raise UserError(f"{what}: {e}") from None
 
 
-def _check_output_dir(cfg: RunConfig) -> None:
-    """output_dir must be a folder. Each stage writes its <stage>/config.yaml itself, once it
-    trains: not when it is skipped as finished, nor when its resume is refused."""
+def _check_output_dir(cfg: RunConfig, stage: str) -> None:
+    """output_dir must be a folder, and it and the stage's folder in it (a run resumed, maybe
+    someone else's) writable. Each stage writes its <stage>/config.yaml itself, once it trains:
+    not when it is skipped as finished, nor when its resume is refused."""
     check_output_dir(Path(cfg.output_dir), "output_dir")
+    check_output_dir(Path(cfg.output_dir) / stage, "output_dir")
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -378,6 +382,7 @@ def _export(args: argparse.Namespace) -> None:
     # A task given (config or overrides): check on, and score, its dev data.
     cfg = load_run_config(args.config, args.overrides) if args.config or args.overrides else None
     output = args.output or str(Path(args.model) / "onnx")
+    check_output_dir(Path(output), "--output")  # writable, before the export's work
     result = export_for_task(args.model, output, cfg, args.opset, args.optimize, args.int8)
     print("\n".join(result.summary()))
     _refresh_card(args.model)
@@ -391,7 +396,8 @@ def _predict(args: argparse.Namespace) -> None:
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
     if args.output:
-        check_output_file(Path(args.output), "--output", (args.input,))
+        inputs = (args.input, args.model, args.onnx)  # nothing it reads, nor in the model folder
+        check_output_file(Path(args.output), "--output", inputs)
     check_device(args.device, "--device")
     predictor = Predictor(
         args.model,
@@ -413,7 +419,7 @@ def _predict(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace, cfg: RunConfig) -> None:
-    from tinybert.evaluate import default_output, run_evaluate, write_results
+    from tinybert.evaluate import check_output, default_output, run_evaluate, write_results
 
     if not args.model and not args.onnx:
         raise UserError("evaluate needs --model DIR (a saved model or an export folder)")
@@ -421,12 +427,12 @@ def _evaluate(args: argparse.Namespace, cfg: RunConfig) -> None:
         raise UserError(f"--model {args.model}: no such model folder")
     model_dir = args.model or str(Path(args.onnx).parent)
     output = Path(args.output) if args.output else default_output(model_dir)
-    check_output_file(output, "--output")
+    check_output(cfg, output, model_dir, args.onnx, args.config)
     results = run_evaluate(cfg, model_dir, args.backend, args.precision, args.onnx)
     if results.get("skipped_rows"):
         print(
-            f"skipped {results['skipped_rows']} malformed dev rows (task.on_bad_row=skip); "
-            "the metrics leave them out",
+            f"skipped {results['skipped_rows']} malformed or blank dev rows (blank lines "
+            "always, malformed ones with task.on_bad_row=skip); the metrics leave them out",
             file=sys.stderr,
         )
     print(write_results(results, output))  # stdout: the JSON alone (notices: stderr, or in it)
@@ -464,8 +470,10 @@ def _refresh_card(*model_dirs: str | Path | None) -> None:
 
 
 def _benchmark(args: argparse.Namespace, cfg: RunConfig) -> None:
-    from tinybert.speed import SpeedOptions, run_benchmark, summary_lines
+    from tinybert.speed import SPEED_FILE, SpeedOptions, run_benchmark, summary_lines
 
+    if Path(args.model).is_dir():  # a missing one: the model loader's message
+        check_output_file(Path(args.model) / SPEED_FILE, "benchmark result")  # before measuring
     result, path = run_benchmark(cfg, args.model, SpeedOptions.from_config(cfg.benchmark))
     print("\n".join(summary_lines(result)))
     print(f"-> {path}")
@@ -475,6 +483,8 @@ def _benchmark(args: argparse.Namespace, cfg: RunConfig) -> None:
 def _report(args: argparse.Namespace) -> None:
     from tinybert.report import build_report
 
+    if args.output:  # the default, RUN_DIR/report, is checked once the run is found
+        check_output_dir(Path(args.output), "--output")
     built = build_report(args.run_dir, args.output)
     print(f"report: {built.md}\n        {built.html}")
     for line in built.missing:
@@ -558,23 +568,23 @@ def run(argv: list[str] | None = None) -> int:
     elif args.command == "benchmark":
         _benchmark(args, cfg)
     elif args.command == "general-distill":
-        from tinybert.recipes.general_distill import run_general_distill
+        from tinybert.recipes.general_distill import STAGE, run_general_distill
 
-        _check_output_dir(cfg)
+        _check_output_dir(cfg, STAGE)
         result = run_general_distill(cfg)
         _refresh_card(result.final_dir)
         print(f"general distillation: {result.steps} steps -> {result.final_dir}")
     elif args.command == "finetune":
-        from tinybert.recipes.finetune import run_finetune
+        from tinybert.recipes.finetune import STAGE, run_finetune
 
-        _check_output_dir(cfg)
+        _check_output_dir(cfg, STAGE)
         result = run_finetune(cfg)
         _refresh_card(result.best_dir, result.final_dir)
         print(f"teacher: best {result.best_metric} at step {result.best_step} -> {result.best_dir}")
     elif args.command == "task-distill":
-        from tinybert.recipes.task_distill import run_task_distill
+        from tinybert.recipes.task_distill import STAGE, run_task_distill
 
-        _check_output_dir(cfg)
+        _check_output_dir(cfg, STAGE)
         for phase, result in run_task_distill(cfg).items():
             _refresh_card(result.best_dir, result.final_dir)
             best = (
@@ -613,11 +623,18 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         code = 130
     finally:
-        if "torch.distributed" in sys.modules:  # leave torchrun's process group cleanly
-            from tinybert.train.distributed import cleanup
-
-            cleanup(synchronise=code == 0)
+        _leave_process_group(code)
     return code
+
+
+def _leave_process_group(code: int) -> None:
+    """Leave torchrun's process group cleanly, without importing anything: only a finished
+    import of tinybert.train.distributed can have joined one. After Ctrl-C during start-up,
+    torch is half imported, and importing it again fails ("Only a single TORCH_LIBRARY ...")."""
+    module = sys.modules.get("tinybert.train.distributed")
+    if module is None or getattr(module.__spec__, "_initializing", False):
+        return
+    module.cleanup(synchronise=code == 0)
 
 
 if __name__ == "__main__":

@@ -270,6 +270,18 @@ class DistillConfig(_Checked):
     hard_label_weight: Annotated[float, Range(ge=0)] = 0.0
     phases: tuple[Literal["intermediate", "prediction"], ...] = ("intermediate", "prediction")
 
+    def _check_together(self) -> None:
+        # Phase 2 starts from phase 1's result: the phases run once each, in this order.
+        allowed = [("intermediate",), ("prediction",), ("intermediate", "prediction")]
+        if tuple(self.phases) not in allowed:
+            raise ConfigValueError(
+                type(self).__name__,
+                ("phases",),
+                "must be one of "
+                + ", ".join(f"[{', '.join(a)}]" for a in allowed)
+                + f"; got [{', '.join(self.phases)}]",
+            )
+
 
 @dataclass(frozen=True)
 class AugmentConfig(_Checked):
@@ -443,7 +455,7 @@ def _read_with_includes(path: Path, seen: tuple[Path, ...]) -> list[tuple[Path, 
     if path.resolve() in seen:
         raise UserError(f"config include cycle: {' -> '.join(map(str, seen + (path,)))}")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader) or {}
+        data = yaml.load(_read_text(path), Loader=_StrictLoader) or {}
     except DuplicateKeyError as exc:
         raise UserError(f"{path}:{exc.line}: {exc.problem}") from None
     except yaml.YAMLError as exc:
@@ -458,10 +470,32 @@ def _read_with_includes(path: Path, seen: tuple[Path, ...]) -> list[tuple[Path, 
     includes = data.pop("include", []) or []
     if isinstance(includes, str):
         includes = [includes]
+    if not (isinstance(includes, list) and all(isinstance(i, str) for i in includes)):
+        raise UserError(
+            f"{path}: include must be a file name or a list of file names, got {includes!r}"
+        )
     out: list[tuple[Path, dict]] = []
     for inc in includes:
         out += _read_with_includes(path.parent / inc, seen + (path.resolve(),))
     return out + [(path, data)]
+
+
+def _read_text(path: Path) -> str:
+    """A config file's text; anything but UTF-8 (UTF-16 from an editor, Latin-1) is refused."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        # Python names UTF-16's byte-order mark "invalid start byte"; say what the file is.
+        bom = " (it starts with a UTF-16 byte-order mark)" if exc.object[:2] in _UTF16_BOMS else ""
+        raise UserError(
+            f"{path}: not UTF-8 text{bom} (byte {exc.start} cannot be decoded); config files "
+            "must be UTF-8: save it as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the config file: {exc.strerror}") from None
+
+
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
 class DuplicateKeyError(yaml.constructor.ConstructorError):
@@ -534,7 +568,8 @@ def build(cls: type, data: Any, prefix: str, origin: dict[str, str], defaults: A
         raise UserError(f"config key '{key}' (from {_where(origin, key)}) must be a mapping")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = _field_hints(cls)
-    unknown = sorted(set(data) - set(fields))
+    # str(): YAML keys may be numbers, null or booleans (`1: x`), which sort and join badly.
+    unknown = sorted(str(k) for k in data if k not in fields)
     if unknown:
         key = prefix + unknown[0]
         raise UserError(
@@ -607,8 +642,10 @@ def _convert(value: Any, hint: Any) -> tuple[bool, Any]:
             return False, None
         if isinstance(value, (int, float)):
             return True, float(value)
+        if not isinstance(value, str):  # a list or mapping: float() would raise TypeError
+            return False, None
         try:  # YAML 1.1 reads "1e-4" (no dot) as a string
-            return isinstance(value, str), float(value)
+            return True, float(value)
         except ValueError:
             return False, None
     if hint is str:

@@ -12,18 +12,20 @@ under "baseline" (the same keys as the metrics) and the verdict on the main metr
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from tinybert.config import RunConfig
+from tinybert.data.base import split_source
 from tinybert.data.baseline import judge, split_baselines
 from tinybert.data.task_data import check_labels, check_length, load_task_data, task_spec
 from tinybert.errors import UserError
 from tinybert.export.backend import check_precision, resolve_backend
 from tinybert.export.runtime import OnnxLogits, find_onnx
 from tinybert.model import load_config, load_model
-from tinybert.paths import write_atomic
+from tinybert.paths import check_output_file, write_atomic
 from tinybert.train.distributed import resolve_device
 from tinybert.train.inference import LogitsFn, evaluate_splits
 from tinybert.train.precision import autocast
@@ -83,6 +85,30 @@ def run_evaluate(
 
 def default_output(model_dir: str | Path) -> Path:
     return Path(model_dir) / RESULTS_FILE
+
+
+def check_output(
+    cfg: RunConfig,
+    output: Path,
+    model_dir: str,
+    onnx_file: str | None = None,
+    configs: Sequence[str] = (),
+) -> None:
+    """Before any work: `output` must be writable and overwrite nothing evaluate reads: the
+    config files, the ONNX file, the task's split files, and no file inside a model folder (the
+    evaluated one, or one the config names) unless it is the default, <model>/eval_results.json."""
+    task = task_spec(cfg.task)
+    data_dir = Path(cfg.task.data_dir)
+    splits = [data_dir / f for f in (task.train_split, *task.dev_splits.values())]
+    inputs: list[str | Path | None] = [
+        *configs,
+        onnx_file,
+        cfg.task.train_file,
+        *(split_source(path)[0] for path in splits if cfg.task.data_dir),
+    ]
+    if output.resolve() != default_output(model_dir).resolve():
+        inputs += [model_dir, cfg.model, cfg.teacher, cfg.student.path, cfg.run.general_teacher]
+    check_output_file(output, "--output", inputs)
 
 
 def write_results(results: dict, output: str | Path) -> str:

@@ -5,10 +5,11 @@
 
 Inputs (--format, or from the file's extension; stdin is `text`):
     text   one input a line: a sentence, or sentence<TAB>pair. No header.
-    tsv    like text, but a first line naming a text column (text, sentence, sentence1, question,
-           question1, "#1 String") is a header: those columns (and a pair column: text_pair,
-           sentence2, question2, "#2 String", or sentence beside question) are read, others
-           (label, index, ...) ignored. GLUE dev files work as they are.
+    tsv    like text, or any official GLUE file (train, dev or test; the layouts data/glue.py
+           reads): a first line naming text columns (text [text_pair], or a GLUE task's, e.g.
+           sentence, question + sentence, "#1 String" + "#2 String") is a header, and only
+           those columns are read; a first line that is a CoLA row (4 columns, no header) makes
+           the sentence column the text. Either way every line must have as many columns.
     csv    a header row as for tsv, then rows with real CSV quoting.
     jsonl  one object a line: {"text": ..., "text_pair": ... (optional)}; other keys ignored.
 Output: one JSON object per input, in input order:
@@ -16,7 +17,8 @@ Output: one JSON object per input, in input order:
     {"line": 4, "value": 3.7}                        (regression)
     {"line": 5, "error": "empty line"}               (--skip-bad only)
 Bad input (empty line, too many fields, not UTF-8, bad JSON) stops the run with "file:line: what"
-(exit 2); with skip_bad it is reported on stderr and gets an error record instead.
+(exit 2); with skip_bad it is reported on stderr and gets an error record instead. Input in
+which no line can be read (the first 8,192, or all if fewer) stops the run either way.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from tinybert.data import (
     TaskSpec,
     encode_examples,
     encode_texts,
+    generic,
+    glue,
     load_tokenizer,
     tokenizer_info,
 )
@@ -50,8 +54,6 @@ from tinybert.model import load_config, load_model, saved_head
 from tinybert.train.inference import LogitsFn, predict_logits, predicted_entities, torch_logits_fn
 
 FORMATS = ("text", "tsv", "csv", "jsonl")
-TEXT_COLUMNS = ("text", "sentence", "sentence1", "question", "question1", "#1 String")
-PAIR_COLUMNS = ("text_pair", "sentence2", "question2", "#2 String", "sentence")
 CHUNK = 8192  # inputs sorted and batched together: bounds memory on endless input
 _SKIP_HINT = "fix it, or pass --skip-bad to write an error record for it and go on"
 
@@ -118,44 +120,66 @@ def _decoded_lines(stream: BinaryIO) -> Iterator[tuple[int, str, str | None]]:
 
 
 def _columns(names: list[str]) -> tuple[int, int | None] | None:
-    """Indices of the text and pair columns a header names, or None if it names no text column."""
-    a = next((c for c in TEXT_COLUMNS if c in names), None)
-    if a is None:
+    """Indices of the text and pair columns a header (or JSON object) names: the generic tasks'
+    text/text_pair, else a GLUE file's; None if it names no text column."""
+    columns = generic.text_columns(names)
+    if columns is None:
+        found = glue.header_columns(names)
+        columns = None if found is None else (found.text_a, found.text_b)
+    return columns
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What the first line of a tsv input says about every line: where the text is, how many
+    columns a line has, and what set that count (for the message when a line differs)."""
+
+    columns: tuple[int, int | None]
+    n_fields: int
+    origin: str  # "the header", "the first line (a GLUE CoLA row, no header)"
+    header: bool  # the first line is a header row, not an input
+
+
+def _layout(fields: list[str]) -> _Layout | None:
+    """A header row (generic or any GLUE file's), or a row of a GLUE file without header
+    (CoLA's train and dev files); None for anything else (plain text lines)."""
+    columns = _columns(fields)
+    if columns is not None:
+        return _Layout(columns, len(fields), "the header", header=True)
+    row = glue.headerless_columns(fields)
+    if row is None:
         return None
-    pairs = [c for c in PAIR_COLUMNS if c in names and c != a]
-    if a != "question" and pairs[:1] == ["sentence"]:
-        pairs = []  # "sentence" is a pair only beside "question" (QNLI)
-    return names.index(a), (names.index(pairs[0]) if pairs else None)
+    (a, b, n), title = row
+    return _Layout((a, b), n, f"the first line (a GLUE {title} row, no header)", header=False)
 
 
 def _tsv_records(
     lines: Iterator[tuple[int, str, str | None]], header_allowed: bool
 ) -> Iterator[Record]:
-    header, columns = None, None
+    layout = None
     for lineno, text, problem in lines:
         if problem is None and lineno == 1 and header_allowed:
-            columns = _columns(text.split("\t"))
-            if columns is not None:
-                header = text.split("\t")
+            layout = _layout(text.split("\t"))
+            if layout is not None and layout.header:
                 continue
         if problem is None:
             fields = text.split("\t")
-            problem = _fields_problem(fields, header)
+            problem = _fields_problem(fields, layout)
         if problem is not None:
             yield Record(lineno, None, problem)
             continue
-        yield _fields_record(lineno, fields, columns)
+        yield _fields_record(lineno, fields, layout.columns if layout else None)
 
 
-def _fields_problem(fields: list[str], header: list[str] | None) -> str | None:
+def _fields_problem(fields: list[str], layout: _Layout | None) -> str | None:
     if fields == [""]:
         return "empty line"
-    if header is not None and len(fields) != len(header):
-        return f"{len(fields)} tab-separated fields but the header has {len(header)}"
-    if header is None and len(fields) > 2:
+    if layout is not None and len(fields) != layout.n_fields:
+        return f"{len(fields)} tab-separated fields but {layout.origin} has {layout.n_fields}"
+    if layout is None and len(fields) > 2:
         return (
             f"{len(fields)} tab-separated fields; expected a sentence or sentence<TAB>pair "
-            "(a .tsv file with a header row may have more columns)"
+            "(a .tsv file with a header row, or a GLUE file, may have more columns)"
         )
     return None
 
@@ -213,7 +237,7 @@ def _csv_records(stream: BinaryIO, where: str) -> Iterator[Record]:
     if header is None or columns is None:
         raise UserError(
             f"{where}:1: a CSV input needs a header row naming its text column "
-            f"({', '.join(TEXT_COLUMNS[:3])}, ...); got {header!r}"
+            f"(text, sentence, sentence1, ...); got {header!r}"
         )
     end = reader.line_num
     while True:
@@ -401,19 +425,44 @@ def predict_records(
 
     Records are taken CHUNK at a time; inside a chunk they are sorted by length and padded per
     batch. A bad record raises UserError("where:line: ...") unless options.skip_bad, which
-    reports it on stderr and writes {"line": N, "error": ...} in its place.
+    reports it on stderr and writes {"line": N, "error": ...} in its place. A first chunk with
+    no good record raises, skip_bad or not, before anything is written.
     """
     options = replace(options, max_seq_length=_check_length(predictor, options.max_seq_length))
     stats = PredictStats(backend=predictor.backend, model_file=predictor.model_file)
+    for i, chunk in enumerate(_chunks(records)):
+        if i == 0:
+            _refuse_unreadable(chunk, where)
+        _predict_chunk(predictor, chunk, out, options, where, stats, progress)
+    return stats
+
+
+def _chunks(records: Iterable[Record]) -> Iterator[list[Record]]:
     chunk: list[Record] = []
     for record in records:
         chunk.append(record)
         if len(chunk) == CHUNK:
-            _predict_chunk(predictor, chunk, out, options, where, stats, progress)
+            yield chunk
             chunk = []
     if chunk:
-        _predict_chunk(predictor, chunk, out, options, where, stats, progress)
-    return stats
+        yield chunk
+
+
+def _refuse_unreadable(chunk: list[Record], where: str) -> None:
+    """Input of which no line can be read is in a layout predict does not know (or not text):
+    one error, instead of an error record for every line and exit 0."""
+    if any(r.error is None for r in chunk):
+        return
+    n = len(chunk)
+    lines = (
+        "its one line is" if n == 1 else f"all {n} lines are" if n < CHUNK else f"the first {n} are"
+    )
+    first = chunk[0]
+    raise UserError(
+        f"{where}: no line could be read ({lines} bad; line {first.line}: "
+        f"{first.error}); give sentences a line, a TSV with a header, a GLUE file, CSV or "
+        f"JSONL (--format {'|'.join(FORMATS)})"
+    )
 
 
 def _check_length(predictor: Predictor, max_seq_length: int | None) -> int:

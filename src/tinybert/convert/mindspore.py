@@ -46,13 +46,11 @@ sequence has one real token.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 import shutil
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -73,7 +71,7 @@ from tinybert.model.bert import (
     BertModel,
 )
 from tinybert.model.hub import load_model
-from tinybert.paths import check_output_dir
+from tinybert.paths import build_dir, check_new_output_dir, follow_umask
 
 HeadKind = Literal["encoder", "sequence", "token", "pretraining"]
 ARCHITECTURES: dict[str, str] = {
@@ -249,7 +247,7 @@ def convert_checkpoint(
     `output` must not exist or be empty; it appears complete or not at all.
     """
     ckpt, vocab_path, out = Path(ckpt), Path(vocab), Path(output)
-    _check_output(out)  # before the (possibly long) reading
+    check_new_output_dir(out, "output")  # before the (possibly long) reading
     entries = read_entries(ckpt)
     plan = _plan(entries, ckpt, prefix)
     del entries  # optimizer state and the like: not needed any more
@@ -275,7 +273,7 @@ def convert_checkpoint(
     config = _config(shape, heads, kind, labels, seed, tokens, ckpt, act)
     state = _state(plan, kind, config, ckpt)
     lower, lower_note = _lowercase(tokens, do_lower_case)
-    _publish(out, lambda tmp: _write(tmp, state, config, kind, vocab_path, lower))
+    build_dir(out, lambda tmp: _write(tmp, state, config, kind, vocab_path, lower), "output")
     skipped = {k: len(v) for k, v in plan.skipped.items()}
     result = ConvertResult(
         kind, ARCHITECTURES[kind], config, plan.network.prefix, len(state), skipped, out
@@ -726,6 +724,7 @@ def _write(
     lower: bool,
 ) -> None:
     save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
+    follow_umask(tmp / "model.safetensors")
     cfg = config.to_dict(architecture=ARCHITECTURES[kind])
     (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     shutil.copyfile(vocab, tmp / "vocab.txt")
@@ -737,29 +736,6 @@ def _write(
     (tmp / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2) + "\n")
     load_tokenizer(tmp)  # the directory must load as every tinybert command loads it
     load_model(tmp, head={"pretraining": "mlm"}.get(kind, kind))  # type: ignore[call-overload]
-
-
-def _check_output(out: Path) -> None:
-    check_output_dir(out, "output")
-    if out.is_dir() and any(out.iterdir()):
-        raise UserError(f"output {out} exists and is not empty; choose a new folder or remove it")
-
-
-def _publish(out: Path, write: Callable[[Path], None]) -> None:
-    """Build in a hidden sibling, then rename: `out` is complete or absent."""
-    _check_output(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.{os.getpid()}.partial"  # mkdir: the umask's permissions
-    shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run of this same process id
-    tmp.mkdir()
-    try:
-        write(tmp)
-        with contextlib.suppress(FileNotFoundError):
-            out.rmdir()  # empty (checked above)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _summary(

@@ -134,8 +134,8 @@ class AugmentSummary:
         replaced = w["replaced_mlm"] + w["replaced_vectors"]
         return [
             f"{self.rows_in} rows in -> {self.rows_out} rows out ({self.copies} copies; "
-            f"{self.duplicates_dropped} duplicate copies dropped; {self.skipped_rows} bad rows "
-            f"skipped) in {self.seconds:.1f} s",
+            f"{self.duplicates_dropped} duplicate copies dropped; {self.skipped_rows} bad or "
+            f"blank rows skipped) in {self.seconds:.1f} s",
             f"words of the copies: {total}; replaced {replaced} (MLM {w['replaced_mlm']}, "
             f"vectors {w['replaced_vectors']}); kept {w['kept_no_candidates']} without "
             f"candidates, {w['kept_not_drawn']} not drawn",
@@ -377,7 +377,7 @@ def augment_file(
         bar.total = bar.n
         bar.close()
         summary = augmenter.summary
-        summary.skipped_rows = stream.skipped
+        summary.skipped_rows = stream.skipped + stream.blank  # blank lines are left out too
         summary.seconds = round(time.perf_counter() - started, 3)
         os.replace(tmp, output)
     finally:

@@ -1,8 +1,9 @@
 """What every task reader shares: the example and task types, and the row helpers.
 
 A reader turns one split file into `Example`s, yielding a `RowError` (not raising) for a bad row,
-so that `read_examples` can stop on it or skip and count it (`task.on_bad_row`). Every message
-says "path:line: what is wrong (value ...)".
+so that `read_examples` can stop on it or skip and count it (`task.on_bad_row`), and a
+`BlankLine` for an empty line, which is always skipped and counted. Every message says
+"path:line: what is wrong (value ...)".
 """
 
 from __future__ import annotations
@@ -64,6 +65,11 @@ class RowError(Exception):
     """One bad row; read_examples turns it into a UserError or a skip."""
 
 
+class BlankLine(RowError):
+    """An empty line: skipped whatever task.on_bad_row says, and counted apart from bad rows
+    (a file's final line ending is no blank line)."""
+
+
 Rows = Iterator[Example | RowError]
 WriteRow = Callable[[Example], None]  # writes one example to a file (see Reader.write)
 
@@ -97,7 +103,8 @@ def split_source(path: Path) -> tuple[Path, str | None]:
 
 
 def physical_lines(path: Path) -> Iterator[tuple[int, str | RowError]]:
-    """Yield (1-based line number, text without its line ending); blank lines are left out.
+    """Yield (1-based line number, text without its line ending), a RowError for a line that is
+    not UTF-8, a BlankLine for an empty one (counted by the caller, not dropped unseen).
 
     Lines are split on "\\n" only: GLUE text may hold other Unicode line separators.
     """
@@ -111,8 +118,7 @@ def physical_lines(path: Path) -> Iterator[tuple[int, str | RowError]]:
             if lineno == 1:
                 line = line.removeprefix("\ufeff")  # tolerate a UTF-8 byte-order mark
             line = line.rstrip("\r\n")
-            if line:
-                yield lineno, line
+            yield lineno, line if line else BlankLine(f"{path}:{lineno}: blank line")
 
 
 def jsonl_rows(task: TaskSpec, path: Path, parse: Callable[[TaskSpec, str, str], Example]) -> Rows:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from tinybert.data.base import (
+    BlankLine,
     Example,
     Reader,
     RowError,
@@ -100,6 +101,8 @@ def check_tnews_labels(path: Path) -> None:
         return
     listed = []
     for lineno, line in physical_lines(path):
+        if isinstance(line, BlankLine):
+            continue  # a list, not data: nothing to count
         try:
             obj = json.loads(line) if isinstance(line, str) else {}  # not UTF-8: KeyError
             listed.append((str(obj["label"]), obj["label_desc"]))

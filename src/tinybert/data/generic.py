@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from tinybert.data.base import (
+    BlankLine,
     Example,
     Reader,
     RowError,
@@ -50,6 +51,14 @@ def _spec(key: str, labels: Sequence[str] | None, regression: bool) -> TaskSpec:
         )
     metrics = ("accuracy", "f1") if len(names) == 2 else ("accuracy",)
     return TaskSpec(key, names, False, metrics, "accuracy", *splits)
+
+
+def text_columns(names: Sequence[str]) -> tuple[int, int | None] | None:
+    """Indices of the "text" and "text_pair" columns (or JSON keys) among `names`; None without
+    "text". The generic tasks' layout, which `tinybert predict` reads too."""
+    if "text" not in names:
+        return None
+    return names.index("text"), names.index("text_pair") if "text_pair" in names else None
 
 
 def _describe(task: TaskSpec) -> str:
@@ -92,6 +101,8 @@ def _csv_rows(task: TaskSpec, path: Path) -> Rows:
                 lineno, prev_end = prev_end + 1, reader.line_num  # a row may span lines
                 if row:
                     yield _csv_example(task, row, header, where, f"{path}:{lineno}")
+                else:
+                    yield BlankLine(f"{path}:{lineno}: blank line")
         except UnicodeDecodeError as e:
             raise UserError(f"{path}: not UTF-8 ({e.reason}); save the file as UTF-8") from None
         except csv.Error as e:

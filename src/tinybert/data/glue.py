@@ -11,9 +11,10 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TextIO
+from typing import NamedTuple, TextIO
 
 from tinybert.data.base import (
+    BlankLine,
     Example,
     Reader,
     RowError,
@@ -167,6 +168,55 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
 _ID_COLUMNS = frozenset({"index", "id", "qid1", "qid2", "#1 ID", "#2 ID", "promptID", "pairID"})
 
 
+# ---------------------------------------------------------------------------------------------
+# Text columns without a task (`tinybert predict`), from the same layouts the readers use.
+
+
+class TextColumns(NamedTuple):
+    """Where the text of a tab-separated file is: its text (and pair) column indices, and how
+    many columns every row has."""
+
+    text_a: int
+    text_b: int | None
+    n_cols: int
+
+
+# Every task's (text, pair) column names, pairs first: QNLI's question + sentence must win over
+# SST-2's sentence alone.
+_TEXT_NAMES = sorted(
+    {
+        (
+            _COLUMNS[key][layout.text_a],
+            None if layout.text_b is None else _COLUMNS[key][layout.text_b],
+        )
+        for key, (_, layout) in _GLUE.items()
+    },
+    key=lambda names: (names[1] is None, names),
+)
+
+
+def header_columns(names: Sequence[str]) -> TextColumns | None:
+    """The text columns of a GLUE file whose header row is `names`, found by name: any task's
+    train, dev or test file (test files have no label, so their columns sit elsewhere). None
+    when `names` names no GLUE text column."""
+    for a, b in _TEXT_NAMES:
+        if a in names and (b is None or b in names):
+            return TextColumns(names.index(a), None if b is None else names.index(b), len(names))
+    return None
+
+
+def headerless_columns(fields: Sequence[str]) -> tuple[TextColumns, str] | None:
+    """(text columns, task title) when `fields`, a file's first line, is a row of a GLUE file
+    without a header row (CoLA's train and dev: source, 0/1 label, marker, sentence): the column
+    count and a valid label in the label column must match. None otherwise."""
+    for spec, layout in _GLUE.values():
+        if layout.header is not None or len(fields) not in layout.n_cols:
+            continue
+        if fields[layout.label].strip() in spec.labels:
+            return TextColumns(layout.text_a, layout.text_b, len(fields)), layout.title
+    return None
+
+
 def _writer(task: TaskSpec, f: TextIO) -> WriteRow:
     """Rows in the official layout of `task`'s train.tsv: its header (not CoLA's: it has none),
     text and label in the columns the reader takes them from, ids numbered, the rest empty
@@ -193,12 +243,15 @@ def _writer(task: TaskSpec, f: TextIO) -> WriteRow:
 
 
 def _rows(task: TaskSpec, path: Path) -> Rows:
+    """The file's examples; a header row (all but CoLA) is checked first. Blank lines, before
+    the header too, are passed on as BlankLine (counted, never an error)."""
     layout = _GLUE[task.name][1]
-    lines = physical_lines(path)
-    if layout.header is not None:
-        lineno, first = next(lines, (1, ""))
-        _check_header(layout, path, lineno, first)
-    for lineno, line in lines:
+    header_due = layout.header is not None
+    for lineno, line in physical_lines(path):
+        if header_due and not isinstance(line, BlankLine):
+            _check_header(layout, path, lineno, line)
+            header_due = False
+            continue
         if isinstance(line, RowError):
             yield line
             continue
@@ -206,6 +259,8 @@ def _rows(task: TaskSpec, path: Path) -> Rows:
             yield _example(task, layout, line.split("\t"), f"{path}:{lineno}")
         except RowError as e:
             yield e
+    if header_due:  # an empty file
+        _check_header(layout, path, 1, "")
 
 
 def _check_header(layout: _TsvLayout, path: Path, lineno: int, line: str | RowError) -> None:

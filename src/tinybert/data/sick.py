@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TextIO
 
 from tinybert.data.base import (
+    BlankLine,
     Example,
     Reader,
     RowError,
@@ -79,6 +80,9 @@ def _rows(task: TaskSpec, path: Path) -> Rows:
     file, wanted = split_source(path)
     lines = physical_lines(file)
     lineno, first = next(lines, (1, ""))
+    while isinstance(first, BlankLine):  # blank lines before the header: counted, as elsewhere
+        yield first
+        lineno, first = next(lines, (1, ""))
     if not isinstance(first, str) or tuple(first.split("\t")) != COLUMNS:
         raise UserError(f"{file}:{lineno}: not the SICK layout: expected {_describe(task)}")
     column = _SCORE if task.is_regression else _LABEL

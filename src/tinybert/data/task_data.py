@@ -9,6 +9,7 @@ check_labels(model.config, data.task, "teacher runs/sst2/teacher/best")
 from __future__ import annotations
 
 import random
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from tinybert.config import TaskConfig
 from tinybert.data import tfrecord
 from tinybert.data.base import TaskSpec, split_source
 from tinybert.data.batching import collate
-from tinybert.data.tasks import get_task, read_examples
+from tinybert.data.tasks import ExampleStream, get_task
 from tinybert.data.tokenization import TaskDataset, encode_examples, load_tokenizer, tokenizer_info
 from tinybert.errors import UserError
 
@@ -34,7 +35,8 @@ class TaskData:
     train: TaskDataset | None
     dev: dict[str, TaskDataset]  # split name -> dataset
     pad_id: int
-    skipped: dict[str, int]  # split file -> malformed rows dropped (task.on_bad_row=skip)
+    # split file -> rows left out: blank lines, malformed rows (task.on_bad_row=skip)
+    skipped: dict[str, int]
 
     def collate_fn(self, dataset: TaskDataset) -> Callable[[list[int]], dict[str, torch.Tensor]]:
         return lambda indices: collate([dataset[i] for i in indices], pad_id=self.pad_id)
@@ -139,11 +141,13 @@ def load_task_data(
         if seed_data:  # the seed's pre-tokenised TFRecord split (train*.tfrecord, dev*.tfrecord)
             data = tfrecord.task_dataset(data_dir, path.stem, len(task.labels), n_vocab)
             return _limit(data, limit, sample, seed)
-        examples, n_bad = read_examples(task, path, on_error=cfg.on_bad_row)
-        if n_bad:
-            skipped[str(path)] = n_bad
+        stream = ExampleStream(task, path, on_error=cfg.on_bad_row)
+        examples = list(stream)
+        notice = stream.notice()
+        if notice is not None:
+            skipped[str(path)] = stream.skipped + stream.blank
             if not quiet:
-                tqdm.write(f"{path}: skipped {n_bad} malformed rows (task.on_bad_row=skip)")
+                tqdm.write(notice, file=sys.stderr)
         if limit is not None and limit < len(examples):
             # A seeded random sample, not the first rows: files are often sorted by label or length.
             examples = random.Random(seed).sample(examples, limit) if sample else examples[:limit]

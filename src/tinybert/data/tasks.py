@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import TextIO
 
 from tinybert.data import clue, generic, glue, sick
-from tinybert.data.base import Example, OnError, Reader, TaskSpec, WriteRow, split_source
+from tinybert.data.base import (
+    BlankLine,
+    Example,
+    OnError,
+    Reader,
+    TaskSpec,
+    WriteRow,
+    split_source,
+)
 from tinybert.errors import UserError
 
 _READERS: dict[str, Reader] = {
@@ -45,23 +53,25 @@ def get_task(name: str, labels: Sequence[str] | None = None, regression: bool = 
 def read_examples(
     task: TaskSpec, path: str | Path, on_error: OnError = "raise"
 ) -> tuple[list[Example], int]:
-    """Read one split file of `task`. Returns (examples, n_skipped).
+    """Read one split file of `task`. Returns (examples, n_skipped): the rows left out, blank
+    lines included.
 
     A malformed row (wrong column count, empty text, unknown label, bad score) raises
     UserError("path:line: ...") with on_error="raise", or is dropped and counted with "skip".
-    Problems with the file as a whole (missing, wrong header) always raise.
+    A blank line is always dropped and counted. Problems with the file as a whole (missing,
+    wrong header) always raise.
     """
     stream = ExampleStream(task, path, on_error)
     examples = list(stream)
-    return examples, stream.skipped
+    return examples, stream.skipped + stream.blank
 
 
 class ExampleStream:
     """read_examples one example at a time, for files too large to hold (flat memory).
 
-    Iterate once; afterwards `skipped` counts the bad rows dropped with on_error="skip". The
-    file is checked when the stream is made; an empty result raises at the end, as in
-    read_examples.
+    Iterate once; afterwards `skipped` counts the bad rows dropped with on_error="skip" and
+    `blank` the blank lines (always dropped); `notice()` says so in one line. The file is
+    checked when the stream is made; an empty result raises at the end, as in read_examples.
     """
 
     def __init__(self, task: TaskSpec, path: str | Path, on_error: OnError = "raise"):
@@ -74,6 +84,7 @@ class ExampleStream:
             state = "is a directory" if file.is_dir() else "not found"
             raise UserError(f"{file}: {state}; expected {self.reader.describe(task)}")
         self.skipped = 0
+        self.blank = 0
 
     def __iter__(self) -> Iterator[Example]:
         kept = 0
@@ -81,12 +92,32 @@ class ExampleStream:
             if isinstance(row, Example):
                 kept += 1
                 yield row
+            elif isinstance(row, BlankLine):
+                self.blank += 1
             elif self.on_error == "skip":
                 self.skipped += 1
             else:
                 raise UserError(f"{row}{_SKIP_HINT}")
         if not kept:
-            raise UserError(f"{self.path}: no usable examples ({self.skipped} bad rows skipped)")
+            raise UserError(f"{self.path}: no usable examples ({self._left_out()} skipped)")
+
+    def notice(self) -> str | None:
+        """'path: skipped 2 blank lines and 1 malformed row (task.on_bad_row=skip)', or None
+        when nothing was left out."""
+        if not (self.skipped or self.blank):
+            return None
+        why = " (task.on_bad_row=skip)" if self.skipped else ""
+        return f"{self.path}: skipped {self._left_out()}{why}"
+
+    def _left_out(self) -> str:
+        parts = [_count(self.blank, "blank line")] if self.blank else []
+        if self.skipped or not self.blank:
+            parts.append(_count(self.skipped, "malformed row"))
+        return " and ".join(parts)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def row_writer(task: TaskSpec, f: TextIO) -> WriteRow:

@@ -14,6 +14,7 @@ Anything else fails with one UserError that lists every problem at once.
 from __future__ import annotations
 
 import json
+import pickle
 import re
 import shutil
 from collections.abc import Sequence
@@ -35,6 +36,7 @@ from tinybert.model.bert import (
     BertModel,
     BertTaskModel,
 )
+from tinybert.paths import follow_umask
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")  # in order of preference
@@ -84,6 +86,8 @@ def load_config(model_dir: str | Path) -> BertConfig:
         d = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise UserError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    except UnicodeDecodeError:  # e.g. saved as UTF-16 by an editor
+        raise UserError(f"{path}: not UTF-8 text; save it as UTF-8 (JSON files are)") from None
     if not isinstance(d, dict):
         raise UserError(f"{path}: expected a JSON object of config keys")
     if d.get("model_type", "bert") != "bert":
@@ -202,6 +206,7 @@ def save_model(
         k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k not in tied
     }
     save_file(state, out / WEIGHTS_FILES[0], metadata={"format": "pt"})
+    follow_umask(out / WEIGHTS_FILES[0])  # save_file leaves 0o600
     config = model.config.to_dict(architecture=type(model).__name__)
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     if tokenizer_dir is not None:
@@ -219,18 +224,31 @@ def _read_weights(model_dir: Path) -> tuple[Path, dict[str, Tensor]]:
         if path.is_file():
             return path, _read_file(path)
         if index.is_file():
-            try:
-                shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            except (json.JSONDecodeError, KeyError, AttributeError) as e:
-                raise UserError(f"{index}: not a valid shard index ({e})") from None
             state: dict[str, Tensor] = {}
-            for shard in shards:
+            for shard in _shard_names(index, Path(name).suffix):
                 state.update(_read_file(model_dir / shard))
             return index, state
     raise UserError(
         f"{model_dir}: no weights file found (looked for {', '.join(WEIGHTS_FILES)}); "
         "point to a directory saved by tinybert or transformers' save_pretrained"
     )
+
+
+def _shard_names(index: Path, suffix: str) -> list[str]:
+    """The shard files an HF shard index names. Each must be a file name ending in `suffix`
+    beside the index: an index is never a way to read a file elsewhere, nor to read a
+    pickle-based .bin in place of the safetensors its name promises."""
+    try:
+        shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+    except (ValueError, KeyError, AttributeError, TypeError) as e:  # ValueError: bad JSON/UTF-8
+        raise UserError(f"{index}: not a valid shard index ({e})") from None
+    for shard in shards:
+        if not isinstance(shard, str) or Path(shard).name != shard or not shard.endswith(suffix):
+            raise UserError(
+                f"{index}: shard {shard!r} is not a {suffix} file name in the same folder; "
+                "an index may only name shard files beside it"
+            )
+    return shards
 
 
 def _read_file(path: Path) -> dict[str, Tensor]:
@@ -241,8 +259,15 @@ def _read_file(path: Path) -> dict[str, Tensor]:
             return load_file(path)
         # weights_only: a .bin is a pickle; never run code from it
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's own message advises turning weights_only off
+        raise UserError(
+            f"{path}: cannot read weights: the file holds pickled Python objects besides "
+            "tensors, which could run code, so it was not loaded; use a model.safetensors "
+            "copy of the model (or a .bin that holds only tensors)"
+        ) from None
     except Exception as e:  # corrupt/truncated files raise many different types
-        raise UserError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from None
+        reason = " ".join(str(e).split())  # one line
+        raise UserError(f"{path}: cannot read weights ({type(e).__name__}: {reason})") from None
     if not isinstance(state, dict):
         raise UserError(f"{path}: expected a state dict of tensors, found {type(state).__name__}")
     return state

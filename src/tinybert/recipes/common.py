@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ from tqdm.auto import tqdm
 
 from tinybert.config import RunConfig, dump_yaml
 from tinybert.data.base import TaskSpec
-from tinybert.data.task_data import TaskData, check_labels
+from tinybert.data.task_data import TaskData, check_labels, check_length
+from tinybert.data.tokenization import TaskDataset
 from tinybert.distill.student import Head, Start, freeze
 from tinybert.errors import UserError
 from tinybert.model import AnyBertModel, BertModel, LoadReport, load_model, save_model
@@ -127,7 +129,33 @@ def train_data(data: TaskData) -> TrainData:
     if train.tag_ids is not None:  # token tasks: each row's tokens with a label (not -100)
         upto = np.concatenate([[0], np.cumsum(train.tag_ids != -100)])
         scored = upto[train.offsets[1:]] - upto[train.offsets[:-1]]
-    return TrainData(lengths=train.lengths, collate=data.collate_fn(train), scored=scored)
+    return TrainData(
+        lengths=train.lengths,
+        collate=data.collate_fn(train),
+        scored=scored,
+        content=lambda: task_content(train),
+    )
+
+
+def task_content(train: TaskDataset) -> Iterator[np.ndarray]:
+    """A tokenised training set as the arrays that hold it, for the resume fingerprint: every
+    token, segment, row boundary, label and tag. Cheap (they are in memory) and exact: what a
+    batch is built from, so an edited sentence or a flipped label changes the hash."""
+    yield train.ids
+    yield train.type_ids
+    yield train.offsets
+    yield np.asarray(train.labels, dtype=np.float64)  # class indices are exact as float64 too
+    if train.tag_ids is not None:
+        yield train.tag_ids
+
+
+def check_seq_length(cfg: RunConfig, config: Any, where: str) -> None:
+    """task.max_seq_length must fit the position table of the model `where` names (the rule
+    evaluate applies, task_data.check_length), checked before any data is read or trained on."""
+    try:
+        check_length(cfg.task.max_seq_length, config.max_position_embeddings)
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}; lower task.max_seq_length") from None
 
 
 def dev_evaluation(

@@ -15,6 +15,7 @@ from tinybert.model import load_model
 from tinybert.recipes.common import (
     EVAL_KEYS,
     TASK_KEYS,
+    check_seq_length,
     dev_evaluation,
     report_new_weights,
     run_context,
@@ -38,6 +39,7 @@ def run_finetune(cfg: RunConfig) -> TrainResult:
     model, report = load_model(cfg.model, head=task.head, **task.head_args)
     report_new_weights(cfg.model, report)
     check_labels(model.config, task, cfg.model)
+    check_seq_length(cfg, model.config, f"model {cfg.model}")
     data = load_task_data(cfg.task, cfg.model, cfg.seed, vocab_size=model.config.vocab_size)
     model.to(ctx.device)
     trainer = Trainer(

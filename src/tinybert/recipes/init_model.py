@@ -14,23 +14,27 @@ from tinybert.data import load_tokenizer, tokenizer_info
 from tinybert.distill.student import student_shape
 from tinybert.errors import UserError
 from tinybert.model import BertConfig, BertModel, save_model
-from tinybert.paths import check_output_dir
+from tinybert.paths import build_dir
 
 
 def run_init_model(cfg: RunConfig, vocab_file: str, out_dir: str, lowercase: bool = True) -> Path:
-    """A random BERT encoder of shape `cfg.student` with the vocabulary in `vocab_file`."""
+    """A random BERT encoder of shape `cfg.student` with the vocabulary in `vocab_file`, written
+    to the new folder `out_dir`: a non-empty one is refused (it may hold a model), and the model
+    is built in a hidden sibling renamed at the end, so a bad vocabulary leaves nothing behind."""
     vocab = Path(vocab_file)
     if not vocab.is_file():
         raise UserError(f"--vocab: file not found: {vocab}")
     words = vocab.read_text(encoding="utf-8").splitlines()
     out = Path(out_dir)
-    check_output_dir(out, "--output")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
-    (out / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": lowercase}) + "\n")
+    build_dir(out, lambda tmp: _write(cfg, words, lowercase, tmp), "--output")
+    return out
+
+
+def _write(cfg: RunConfig, words: list[str], lowercase: bool, folder: Path) -> None:
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": lowercase}) + "\n")
     # Checks the vocabulary has [PAD], [UNK], [CLS], [SEP]; the table gets a row per id.
-    n_vocab, _ = tokenizer_info(load_tokenizer(out))
+    n_vocab, _ = tokenizer_info(load_tokenizer(folder))
     torch.manual_seed(cfg.seed)
     shape = student_shape(cfg.student, BertConfig(vocab_size=n_vocab))
-    save_model(BertModel(shape), out)
-    return out
+    save_model(BertModel(shape), folder)

@@ -28,6 +28,7 @@ from tinybert.recipes.common import (
     EVAL_KEYS,
     PHASE1_KEYS,
     TASK_KEYS,
+    check_seq_length,
     dev_evaluation,
     load_teacher,
     run_context,
@@ -40,7 +41,8 @@ from tinybert.train.inference import Logits
 from tinybert.train.loop import RunContext, Trainer, TrainResult
 from tinybert.train.precision import resolve_precision
 
-INTERMEDIATE, PREDICTION = "student/intermediate", "student/prediction"
+STAGE = "student"  # the folder in output_dir that holds both phases
+INTERMEDIATE, PREDICTION = f"{STAGE}/intermediate", f"{STAGE}/prediction"
 # Below this many training rows a random-init student is warned about (README "Small tasks").
 SMALL_TASK_ROWS = 50_000
 
@@ -51,16 +53,21 @@ def run_task_distill(cfg: RunConfig) -> dict[str, TrainResult]:
     check_metric(task, cfg.task.metric)  # now, not after phase 1
     ctx = run_context(cfg, tokenizer_dir=cfg.teacher)
     phases = {"intermediate": INTERMEDIATE, "prediction": PREDICTION}
-    ctx.preflight([stage for name, stage in phases.items() if name in cfg.distill.phases])
+    running = [stage for name, stage in phases.items() if name in cfg.distill.phases]
+    # The phase that does not run must not be running elsewhere either: phase 2 alone into a
+    # folder whose phase 1 another process is writing would train beside it, then collide.
+    ctx.preflight(running, neighbours=[s for s in phases.values() if s not in running])
     teacher = load_teacher(cfg.teacher, task.head, "task-distill", task).to(ctx.device)
+    check_seq_length(cfg, teacher.config, f"teacher {cfg.teacher}")
     start = resolve_start(cfg.student, teacher.config, cfg.teacher, cfg.distill.layer_map)
     if ctx.dist.is_main:
         tqdm.write(f"student: {start.describe()}")
-    data = load_task_data(cfg.task, cfg.teacher, cfg.seed, vocab_size=teacher.config.vocab_size)
     torch.manual_seed(cfg.seed)  # the student's initial weights
     student = build_student(cfg.student, teacher, task.head, start=start, **task.head_args)
     student = student.to(ctx.device)
     check_labels(student.config, task, "student")
+    check_seq_length(cfg, student.config, "student")
+    data = load_task_data(cfg.task, cfg.teacher, cfg.seed, vocab_size=teacher.config.vocab_size)
     if ctx.dist.is_main and start.init == "random" and len(data.train_set()) < SMALL_TASK_ROWS:
         tqdm.write(
             f"warning: a student from random weights rarely learns a task of "

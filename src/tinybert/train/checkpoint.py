@@ -1,9 +1,10 @@
 """Checkpoints and the stage folder they live in.
 
-A checkpoint is a Hugging Face model directory plus `trainer_state.pt`. It is built under a
-temporary name (`X.tmp`) and renamed into place; one it replaces is first renamed to `X.old`,
-and one rotation deletes is first renamed to `X.deleting`, so a kill at any moment never leaves
-a half-written or half-deleted directory under a name `resume` reads. `clean_leftovers` (run at
+A checkpoint is a Hugging Face model directory plus `trainer_state.pt` (tensors and JSON, read
+with torch.load(weights_only=True): see `save_state`). It is built under a temporary name
+(`X.tmp`) and renamed into place; one it replaces is first renamed to `X.old`, and one rotation
+deletes is first renamed to `X.deleting`, so a kill at any moment never leaves a half-written
+or half-deleted directory under a name `resume` reads. `clean_leftovers` (run at
 the start of a stage, under its lock) removes what such a kill leaves and puts back an `X.old`
 whose `X` is missing.
 
@@ -16,12 +17,14 @@ import contextlib
 import errno
 import json
 import os
+import pickle
 import re
 import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -223,10 +226,105 @@ def check_unused(directory: Path) -> None:
         )
 
 
+# ---------------------------------------------------------------------------------------------
+# trainer_state.pt: tensors and JSON, loaded with torch.load(weights_only=True)
+
+STATE_FORMAT = "tinybert-trainer-state"
+STATE_VERSION = 1
+# The JSON encoding of what JSON has no form for: {"$tensor": "3"} is tensor "3" of the file,
+# {"$tuple": [...]} a tuple, {"$items": [[key, value], ...]} a dict with a non-string key (the
+# optimizer's state is keyed by parameter number) or a key starting with "$".
+_TENSOR, _TUPLE, _ITEMS = "$tensor", "$tuple", "$items"
+
+
 def save_state(directory: Path, state: dict) -> None:
-    torch.save(state, Path(directory) / STATE_FILE)
+    """Write `state` (dicts, lists and tuples of tensors, str, int, float, bool and None) to
+    `<directory>/trainer_state.pt`: the tensors by number, and the rest as JSON text naming
+    them. Nothing in it needs a pickled Python object, so `load_state` reads it with
+    torch.load(weights_only=True) and a shared run folder cannot run code on resume."""
+    tensors: dict[str, torch.Tensor] = {}
+    text = json.dumps(_encode(state, tensors, {}))  # NaN/Infinity are kept (json reads them back)
+    payload = {"format": STATE_FORMAT, "version": STATE_VERSION, "state": text, "tensors": tensors}
+    torch.save(payload, Path(directory) / STATE_FILE)
 
 
 def load_state(directory: Path) -> dict:
-    # weights_only=False: the state holds RNG byte tensors and plain Python numbers we wrote ourselves.
-    return torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=False)
+    """The state `save_state` wrote. A file that holds anything else (a pickled object, another
+    layout, a newer version) is refused with one line and nothing in it is run; a truncated or
+    unreadable one raises what torch.load raises (the caller reports it)."""
+    path = Path(directory) / STATE_FILE
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # weights_only met something other than tensors and plain data
+        raise _not_a_state(path, "it holds pickled Python objects") from None
+    if not isinstance(raw, dict) or raw.get("format") != STATE_FORMAT:
+        raise _not_a_state(path, "its layout is not tinybert's")
+    if raw.get("version") != STATE_VERSION:
+        raise _not_a_state(path, f"format version {raw.get('version')!r}, not {STATE_VERSION}")
+    tensors, text = raw.get("tensors"), raw.get("state")
+    if not isinstance(tensors, dict) or not isinstance(text, str):
+        raise _not_a_state(path, "its layout is not tinybert's")
+    try:
+        state = _decode(json.loads(text), tensors)
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        reason = " ".join(str(exc).split())
+        raise _not_a_state(path, f"its state does not decode: {reason}") from None
+    if not isinstance(state, dict):
+        raise _not_a_state(path, "its layout is not tinybert's")
+    return state
+
+
+def _not_a_state(path: Path, reason: str) -> UserError:
+    return UserError(
+        f"{path} is not a tinybert training state ({reason}; it was written by another program "
+        "or another tinybert version, or altered, and may be unsafe, so nothing in it was loaded); "
+        "name another checkpoint with resume=<path>, or start afresh in a new output_dir"
+    )
+
+
+def _encode(value: Any, tensors: dict[str, torch.Tensor], seen: dict[int, str]) -> Any:
+    """`value` as JSON-ready data, its tensors moved into `tensors` (one entry per tensor
+    object, so tensors shared within the state stay shared when read back)."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, torch.Tensor):
+        if id(value) not in seen:
+            seen[id(value)] = name = str(len(tensors))
+            tensors[name] = value
+        return {_TENSOR: seen[id(value)]}
+    if isinstance(value, (list, tuple)):
+        items = [_encode(v, tensors, seen) for v in value]
+        return items if isinstance(value, list) else {_TUPLE: items}
+    if isinstance(value, dict):
+        if all(isinstance(k, str) and not k.startswith("$") for k in value):
+            return {k: _encode(v, tensors, seen) for k, v in value.items()}
+        return {
+            _ITEMS: [
+                [_encode(k, tensors, seen), _encode(v, tensors, seen)] for k, v in value.items()
+            ]
+        }
+    raise TypeError(f"trainer state cannot hold a {type(value).__name__} ({value!r:.60})")
+
+
+def _decode(value: Any, tensors: dict[str, Any]) -> Any:
+    """The inverse of `_encode`; KeyError/TypeError/ValueError on data it did not write."""
+    if isinstance(value, list):
+        return [_decode(v, tensors) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if len(value) == 1 and _TENSOR in value:
+        tensor = tensors[value[_TENSOR]]
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"entry {value[_TENSOR]!r} is a {type(tensor).__name__}, not a tensor")
+        return tensor
+    if len(value) == 1 and _TUPLE in value:
+        return tuple(_decode(v, tensors) for v in value[_TUPLE])
+    if len(value) == 1 and _ITEMS in value:
+        return {_key(_decode(k, tensors)): _decode(v, tensors) for k, v in value[_ITEMS]}
+    return {k: _decode(v, tensors) for k, v in value.items()}
+
+
+def _key(key: Any) -> Any:
+    if isinstance(key, (list, dict)):
+        raise TypeError(f"a {type(key).__name__} cannot be a key")
+    return key

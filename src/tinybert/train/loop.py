@@ -24,7 +24,7 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -46,6 +46,7 @@ from tinybert.train.optim import build_optimizer, linear_schedule
 from tinybert.train.precision import autocast, resolve_precision
 from tinybert.train.reporting import MetricsLog, Progress
 from tinybert.train.resume import (
+    DATA_KEY,
     RESUMABLE,
     check_length,
     check_settings,
@@ -95,10 +96,12 @@ class RunContext:
             return "auto"
         return self.resume if folder in path.parents else "auto"
 
-    def preflight(self, stages: Sequence[str]) -> None:
+    def preflight(self, stages: Sequence[str], neighbours: Sequence[str] = ()) -> None:
         """Checks before a command does any work: `resume=<path>` names a checkpoint of one of
-        its `stages` (folders under `root`), no other process holds a stage folder, and a
-        fresh run (no resume) does not write into a folder holding another run."""
+        its `stages` (folders under `root`), no other process holds a stage folder or one of
+        `neighbours` (stages of the same command this run skips, e.g. task-distill's phase 1
+        with distill.phases=[prediction]), and a fresh run (no resume) does not write into a
+        folder holding another run."""
         folders = [Path(self.root) / s for s in stages]
         if self.resume not in (None, "auto"):
             path = Path(self.resume)
@@ -120,10 +123,10 @@ class RunContext:
         error = None
         if self.dist.is_main:
             try:
-                for folder in folders:
+                for folder in [*folders, *(Path(self.root) / s for s in neighbours)]:
                     ckpt.check_free(folder)
-                    if self.resume is None:
-                        ckpt.check_unused(folder)
+                for folder in folders if self.resume is None else []:
+                    ckpt.check_unused(folder)
             except UserError as exc:
                 error = str(exc)
         for message in self.dist.gather(error):
@@ -137,11 +140,14 @@ class TrainData:
 
     Token tasks also give `scored`, each row's number of scored tokens (labels not -100), from
     which a distributed run counts the global batch's (`norm_scored`, see objectives.py).
+    `content()` streams the whole set (arrays or bytes) for the resume fingerprint; without it
+    every row is collated and hashed (exact, slower; see resume.data_fingerprint).
     """
 
     lengths: Sequence[int] | np.ndarray
     collate: Callable[[list[int]], Batch]
     scored: Sequence[int] | None = None
+    content: Callable[[], Iterable[Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -248,6 +254,7 @@ class Trainer:
         self.lengths = np.asarray(data.lengths, dtype=np.int64)
         self.scored = None if data.scored is None else np.asarray(data.scored, dtype=np.int64)
         self.collate, self.evaluation = data.collate, evaluation
+        self.content = data.content
         self.seed = ctx.seed
         self.out_dir = Path(ctx.root) / stage
         self.log = MetricsLog(self.out_dir / "metrics.jsonl")
@@ -293,6 +300,8 @@ class Trainer:
                 self._load(source, state)
             else:
                 torch.manual_seed(self.seed + self.dist.rank)  # ranks draw different masks
+                if self.dist.is_main:  # rows of a run killed before its first checkpoint
+                    self.log.start_fresh()
             prepare = getattr(self.loss_fn, "prepare", None)
             if prepare is not None:  # e.g. phase 2's teacher logits: every process, first
                 prepare()
@@ -658,7 +667,7 @@ class Trainer:
         out = {prefix + k: plain(v) for k, v in asdict(self.cfg).items() if k not in RESUMABLE}
         out[prefix + "precision"] = self.precision  # as resolved (precision=auto)
         out.update({k: plain(v) for k, v in self.settings.items()})
-        out["training data"] = data_fingerprint(self.lengths, self.collate)
+        out[DATA_KEY] = data_fingerprint(self.lengths, self.collate, self.content)
         return out
 
     def _check_resume(self, path: Path, state: dict) -> None:

@@ -1,6 +1,7 @@
 """What a training stage reports: metrics.jsonl, and progress on stderr.
 
-metrics.jsonl gets one JSON object per logging step or evaluation; a resume drops the rows it
+metrics.jsonl gets one JSON object per logging step or evaluation; a fresh run starts it empty
+(rows left by a run killed before its first checkpoint are not kept), a resume drops the rows it
 is about to write again. Progress is a tqdm bar on a terminal, else (CI, `make demo > log`) a
 plain line every PROGRESS_INTERVAL_S seconds.
 """
@@ -28,6 +29,11 @@ class MetricsLog:
     def write(self, record: dict) -> None:
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+
+    def start_fresh(self) -> None:
+        """A run starts from step 0: replace the file with an empty one, so rows of an earlier
+        run that left no checkpoint (killed before its first) never mix with this run's."""
+        write_atomic(self.path, "")
 
     def resume_at(self, step: int) -> None:
         """A run resumes from a checkpoint of `step`: drop the rows it is about to write again

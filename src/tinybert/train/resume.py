@@ -1,15 +1,16 @@
 """Resuming a stage: which checkpoint, and whether it belongs to this run.
 
 Every checkpoint records a fingerprint of the settings that define its run (`Trainer.fingerprint`:
-the stage's TrainConfig except RESUMABLE, the precision used, the recipe's settings and the
-training data). A resume with other values is refused, naming each key with both values, so a
-resumed run never trains on settings that config.yaml does not show.
+the stage's TrainConfig except RESUMABLE, the precision used, the recipe's settings and a hash of
+the whole training set, `data_fingerprint`). A resume with other values is refused, naming each
+key with both values, so a resumed run never trains on settings or data that config.yaml and the
+data files do not show.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,20 +38,48 @@ def plain(value: Any) -> Any:
     return value
 
 
-def data_fingerprint(lengths: np.ndarray, collate: Callable[[list[int]], dict]) -> str:
-    """Rows, a hash of every row's length and of the first, middle and last rows' tensors."""
+# Rows per piece when a training set without a `content` stream is hashed through `collate`.
+HASH_ROWS = 4096
+DATA_KEY = "training data"  # the fingerprint's key for the data (see check_settings)
+
+
+def data_fingerprint(
+    lengths: np.ndarray,
+    collate: Callable[[list[int]], Mapping[str, Any]],
+    content: Callable[[], Iterable[Any]] | None = None,
+) -> str:
+    """`N rows, sha256 H`: H hashes every row's length and the whole training set, so editing a
+    sentence or flipping one label changes it. `content()` streams the set as arrays or bytes
+    (the recipes give their tokenised arrays: cheap, see BENCHMARKS "Resume: hashing the training
+    data"); without it every row is collated, HASH_ROWS at a time, and each tensor hashed."""
     n = len(lengths)
-    digest = hashlib.sha256(lengths.tobytes())
-    for i in sorted({0, n // 2, n - 1}):
-        batch = collate([i])
-        for key in sorted(batch):
-            digest.update(key.encode())
-            value = batch[key]
-            try:
-                digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-            except (AttributeError, TypeError, RuntimeError):
-                digest.update(repr(value).encode())
+    digest = hashlib.sha256(np.ascontiguousarray(lengths, dtype=np.int64).tobytes())
+    pieces = content() if content is not None else _collated(n, collate)
+    for piece in pieces:
+        _update(digest, piece)
     return f"{n} rows, sha256 {digest.hexdigest()[:16]}"
+
+
+def _collated(n: int, collate: Callable[[list[int]], Mapping[str, Any]]) -> Iterator[Any]:
+    """Every row as the loop sees it: batches of HASH_ROWS rows in order, keys sorted."""
+    for start in range(0, n, HASH_ROWS):
+        batch = collate(list(range(start, min(n, start + HASH_ROWS))))
+        for key in sorted(batch):
+            yield key.encode()
+            yield batch[key]
+
+
+def _update(digest: Any, value: Any) -> None:
+    """Hash an array or tensor (its dtype and shape, then its bytes, without a copy when it is
+    contiguous), bytes as they are, anything else by its repr."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        digest.update(f"{value.dtype.str}{value.shape}".encode())
+        value = np.ascontiguousarray(value).reshape(-1).view(np.uint8)  # no copy
+    elif not isinstance(value, (bytes, memoryview)):
+        value = repr(value).encode()
+    digest.update(value)
 
 
 def find_resume(mode: str | None, out_dir: Path) -> tuple[Path | None, dict | None]:
@@ -80,7 +109,9 @@ def find_resume(mode: str | None, out_dir: Path) -> tuple[Path | None, dict | No
 def read_state(path: Path) -> dict:
     try:
         return ckpt.load_state(path)
-    except Exception as exc:  # truncated, foreign or unpicklable
+    except UserError:  # not a tinybert state: load_state's own line says so
+        raise
+    except Exception as exc:  # truncated or unreadable
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())
         raise UserError(
             f"resume: cannot read {path / ckpt.STATE_FILE} ({reason}); name another "
@@ -91,6 +122,13 @@ def read_state(path: Path) -> dict:
 def check_settings(path: Path, saved: Mapping[str, Any], now: Mapping[str, Any]) -> None:
     """Refuse a checkpoint made with other settings (fingerprints, see module docstring)."""
     changed = [k for k in saved if k in now and saved[k] != now[k]]
+    if changed == [DATA_KEY]:  # the settings match, the data does not: say so first
+        raise UserError(
+            f"resume: the training data changed since the checkpoint {path} was made "
+            f"({DATA_KEY}: saved {saved[DATA_KEY]!r}, now {now[DATA_KEY]!r}; every row, label "
+            "and token is compared); it cannot change when resuming: put the data back as it "
+            "was, or start a new run in another output_dir"
+        )
     if changed:
         what = "; ".join(f"{k}: saved {saved[k]!r}, now {now[k]!r}" for k in changed)
         raise UserError(
