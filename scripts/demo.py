@@ -24,7 +24,8 @@ RUN = ROOT / "runs" / "demo"
 
 
 def training_precision() -> str:
-    """What `precision: auto` resolves to here (the cached probe the training commands read)."""
+    """What `precision: auto` resolves to here (the CPU's flags, else the cached probe), as the
+    training commands resolve it."""
     from tinybert.train.distributed import resolve_device
     from tinybert.train.precision import resolve_precision
 

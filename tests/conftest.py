@@ -139,13 +139,17 @@ def _session_scratch(tmp_path_factory) -> Path:
     XDG_CACHE_HOME (ONNX Runtime writes a device id and a database under
     $XDG_CACHE_HOME/Microsoft at import), and TMPDIR for child processes (torchrun leaves
     torchelastic_* folders in the temp dir; this process's `tempfile` has fixed its own already).
-    Session-wide, so module-scoped fixtures (which are set up before any test's) are covered too."""
+    TINYBERT_AUTO_PRECISION=fp32: `precision: auto` (every stage's default) trains in fp32
+    whatever this CPU has, so numbers do not depend on the machine the suite runs on (tests of
+    auto itself unset it). Session-wide, so module-scoped fixtures (which are set up before any
+    test's) and child processes are covered too."""
     scratch = tmp_path_factory.mktemp("scratch")
     (scratch / "tmp").mkdir()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TINYBERT_CACHE", str(scratch / "tinybert-cache"))
         mp.setenv("XDG_CACHE_HOME", str(scratch / "xdg-cache"))
         mp.setenv("TMPDIR", str(scratch / "tmp"))
+        mp.setenv("TINYBERT_AUTO_PRECISION", "fp32")
         yield scratch
 
 

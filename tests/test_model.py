@@ -130,6 +130,24 @@ def test_sdpa_path_equals_explicit_path(monkeypatch):
             torch.testing.assert_close(f, e, atol=ATOL, rtol=0)
 
 
+def test_scores_of_chosen_layers_only():
+    # A phase-1 teacher needs its mapped layers' scores only; the others take the fused path.
+    _, ours = hf_and_ours("sequence")
+    inputs = batch()
+    with torch.no_grad():
+        every = ours(**inputs, output_hidden_states=True, output_attention_scores=True)
+        some = ours(**inputs, output_hidden_states=True, output_attention_scores=[1])
+    assert some.attention_scores[0] is None
+    torch.testing.assert_close(
+        some.attention_scores[1], every.attention_scores[1], atol=ATOL, rtol=0
+    )
+    for a, b in zip(some.hidden_states, every.hidden_states, strict=True):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
+    assert ours(**inputs, output_attention_scores=[]).attention_scores is None
+    with pytest.raises(ValueError, match="layers \\[2\\]"):
+        ours(**inputs, output_attention_scores=[2])
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_fully_padded_sequence_gives_no_nan(dtype):
     _, ours = hf_and_ours("sequence")

@@ -98,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
         "the task's format, for task.train_file",
         "show-config": "print the merged, checked configuration as YAML",
         "benchmark": "inference speed (sequences/s) of a saved model on the task's dev "
-        "sentences: PyTorch fp32, and ONNX Runtime fp32/int8 where it has an export (DIR/onnx), "
-        "at each benchmark.batch_sizes; writes <model>/speed.json",
+        "sentences: PyTorch fp32 (and bf16 where the CPU has AVX512-BF16/AMX), and ONNX Runtime "
+        "fp32/int8 where it has an export (DIR/onnx), at each benchmark.batch_sizes, and the "
+        "fastest per batch size; writes <model>/speed.json",
         "init-model": "write a randomly initialised BERT of shape student.* with a given "
         "vocabulary (a teacher to fine-tune from scratch where no pre-trained one exists)",
     }
@@ -203,20 +204,27 @@ def _add_evaluate_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_backend_args(p: argparse.ArgumentParser) -> None:
+def _add_backend_args(p: argparse.ArgumentParser, fastest: bool = False) -> None:
     p.add_argument(
         "--backend",
-        choices=["auto", "torch", "onnx"],
+        choices=["auto", "torch", "onnx", *(["fastest"] if fastest else [])],
         default="auto",
         help="auto (default): ONNX Runtime for an export folder without PyTorch weights or "
-        "with --onnx, else PyTorch",
+        "with --onnx, else PyTorch"
+        + (
+            "; fastest: the backend and precision `tinybert benchmark` measured fastest at "
+            "the nearest batch size (<model>/speed.json)"
+            if fastest
+            else ""
+        ),
     )
     p.add_argument(
         "--precision",
-        choices=["fp32", "bf16", "int8"],
-        default="fp32",
-        help="torch: fp32 or bf16 (autocast); onnx: fp32 (model_optimized.onnx if exported, "
-        "else model.onnx) or int8 (model_int8.onnx)",
+        choices=["auto", "fp32", "bf16", "int8"],
+        default="auto",
+        help="auto (default): torch bf16 where this CPU has AVX512-BF16/AMX (or a bf16 GPU), "
+        "else fp32; ONNX fp32. torch: fp32 or bf16 (autocast); onnx: fp32 "
+        "(model_optimized.onnx if exported, else model.onnx) or int8 (model_int8.onnx)",
     )
 
 
@@ -284,7 +292,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         "--model", required=True, help="saved model directory, or an export folder (model.onnx)"
     )
     p.add_argument("--onnx", metavar="FILE", help="run this ONNX file (implies --backend onnx)")
-    _add_backend_args(p)
+    _add_backend_args(p, fastest=True)
     p.add_argument("--output", "-o", help="JSONL file to write (default: stdout)")
     p.add_argument("--format", choices=["auto", "text", "tsv", "csv", "jsonl"], default="auto")
     p.add_argument("--batch-size", type=int, default=64, help="sequences per forward pass")
@@ -378,6 +386,7 @@ def _check_output_dir(cfg: RunConfig, stage: str) -> None:
 
 def _export(args: argparse.Namespace) -> None:
     from tinybert.export.onnx import export_for_task
+    from tinybert.export.recommend import recommendation_lines
 
     # A task given (config or overrides): check on, and score, its dev data.
     cfg = load_run_config(args.config, args.overrides) if args.config or args.overrides else None
@@ -385,11 +394,12 @@ def _export(args: argparse.Namespace) -> None:
     check_output_dir(Path(output), "--output")  # writable, before the export's work
     result = export_for_task(args.model, output, cfg, args.opset, args.optimize, args.int8)
     print("\n".join(result.summary()))
+    print("\n".join(recommendation_lines(args.model)))  # speed.json's fastest, or how to measure
     _refresh_card(args.model)
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from tinybert.predict import PredictOptions, Predictor, predict_file
+    from tinybert.predict import PredictOptions, Predictor, fastest_backend, predict_file
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -399,10 +409,14 @@ def _predict(args: argparse.Namespace) -> None:
         inputs = (args.input, args.model, args.onnx)  # nothing it reads, nor in the model folder
         check_output_file(Path(args.output), "--output", inputs)
     check_device(args.device, "--device")
+    backend, precision = args.backend, args.precision
+    if backend == "fastest":  # speed.json's choice at this batch size, said on stderr
+        backend, precision, why = fastest_backend(args.model, args.batch_size, precision)
+        print(f"--backend fastest: {why}", file=sys.stderr)
     predictor = Predictor(
         args.model,
-        args.backend,
-        args.precision,
+        backend,
+        precision,
         args.onnx,
         args.device,
         args.threads,

@@ -30,7 +30,8 @@ import yaml
 
 from tinybert.errors import UserError
 
-# auto: bf16 where this machine runs it faster than fp32 (measured once, cached), else fp32
+# auto (the default): bf16 where this machine is fast at it (CPU flags avx512_bf16/amx_bf16, a
+# bf16 GPU; a timing probe where the CPU says nothing), else fp32. See train/precision.py.
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
@@ -207,7 +208,8 @@ class TrainConfig(_Checked):
     # linear warm-up over this fraction of steps, then linear decay
     warmup_ratio: Annotated[float, Range(ge=0, le=1)] = 0.1
     max_grad_norm: Annotated[float, Range(ge=0)] = 1.0  # 0 disables clipping
-    precision: Precision = "fp32"  # bf16: autocast (CPU and GPU); fp16: GPU only, loss scaling
+    # auto: bf16 where fast, else fp32; bf16: autocast (CPU and GPU); fp16: GPU only, loss scaling
+    precision: Precision = "auto"
     # also evaluate every N steps (always at each epoch end)
     eval_steps: Annotated[int, Range(ge=1)] | None = None
     # checkpoint every N steps (always at the end)
@@ -217,6 +219,15 @@ class TrainConfig(_Checked):
     log_steps: Annotated[int, Range(ge=1)] = 20
     group_by_length: bool = True  # batch similar lengths together: less padding, same examples
     eval_batch_size: Annotated[int, Range(ge=1)] = 128
+
+
+@dataclass(frozen=True)
+class IntermediateConfig(TrainConfig):
+    """TD phase 1: the training loop's settings, and the cache of the teacher's outputs."""
+
+    # GB of disk that phase 1 may fill with the teacher's mapped outputs, computed once and read
+    # every epoch after (distill/teacher_cache.py); 0 = off, a larger cache recomputes instead
+    teacher_cache_gb: Annotated[float, Range(ge=0)] = 4.0
 
 
 @dataclass(frozen=True)
@@ -401,7 +412,9 @@ class RunConfig(_Checked):
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     card: CardConfig = field(default_factory=CardConfig)
     finetune: TrainConfig = field(default_factory=TrainConfig)
-    intermediate: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, lr=5e-5))
+    intermediate: IntermediateConfig = field(
+        default_factory=lambda: IntermediateConfig(epochs=10, lr=5e-5)
+    )
     prediction: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, lr=3e-5))
     # General distillation, the paper's/seed's settings: lr 5e-5, 10% warm-up, weight decay 1e-4.
     general: TrainConfig = field(

@@ -22,7 +22,7 @@ from tinybert.data.base import split_source
 from tinybert.data.baseline import judge, split_baselines
 from tinybert.data.task_data import check_labels, check_length, load_task_data, task_spec
 from tinybert.errors import UserError
-from tinybert.export.backend import check_precision, resolve_backend
+from tinybert.export.backend import check_precision, resolve_backend, serving_precision
 from tinybert.export.runtime import OnnxLogits, find_onnx
 from tinybert.model import load_config, load_model
 from tinybert.paths import check_output_file, write_atomic
@@ -41,7 +41,7 @@ def run_evaluate(
     cfg: RunConfig,
     model_dir: str,
     backend: str = "auto",
-    precision: str = "fp32",
+    precision: str = "auto",
     onnx_file: str | None = None,
 ) -> dict:
     """Every dev split's metrics, every example counted, with what was run and how they compare
@@ -52,10 +52,11 @@ def run_evaluate(
     task = task_spec(cfg.task)
     info: dict = {"model": model_dir, "task": task.name, "backend": backend}
     if backend == "onnx":
+        device = torch.device("cpu")
+        precision = serving_precision(backend, precision, device)
         path = find_onnx(model_dir, precision, onnx_file)
         config = load_config(model_dir)
         model: torch.nn.Module | LogitsFn = OnnxLogits(path)
-        device = torch.device("cpu")
         info.update(onnx=str(path), precision=precision)
     else:
         device = resolve_device(cfg.device)
@@ -65,6 +66,7 @@ def run_evaluate(
                 f"{model_dir} has no trained task head ({', '.join(report.initialised)})"
             )
         config, model = torch_model.config, torch_model.to(device)
+        precision = serving_precision(backend, precision, device)  # auto: bf16 where fast
         info.update(precision=precision)
     check_labels(config, task, model_dir)
     check_length(cfg.task.max_seq_length, config.max_position_embeddings)

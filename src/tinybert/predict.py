@@ -48,10 +48,17 @@ from tinybert.data import (
 )
 from tinybert.data.task_data import check_vocab
 from tinybert.errors import UserError
-from tinybert.export.backend import check_precision, resolve_backend
+from tinybert.export.backend import resolve_backend, serving_precision
+from tinybert.export.recommend import benchmark_hint, recommend, speed_file
 from tinybert.export.runtime import OnnxLogits, find_onnx
 from tinybert.model import load_config, load_model, saved_head
-from tinybert.train.inference import LogitsFn, predict_logits, predicted_entities, torch_logits_fn
+from tinybert.train.inference import (
+    LogitsFn,
+    bf16_logits_fn,
+    predict_logits,
+    predicted_entities,
+    torch_logits_fn,
+)
 
 FORMATS = ("text", "tsv", "csv", "jsonl")
 CHUNK = 8192  # inputs sorted and batched together: bounds memory on endless input
@@ -263,6 +270,25 @@ def _csv_records(stream: BinaryIO, where: str) -> Iterator[Record]:
 # the model
 
 
+def fastest_backend(model_dir: str | Path, batch_size: int, precision: str) -> tuple[str, str, str]:
+    """`--backend fastest`: (backend, precision, a line saying why) from the model's speed.json
+    (`tinybert benchmark`), the fastest at the measured batch size nearest `batch_size`; only
+    ONNX rows for an export folder without PyTorch weights."""
+    if precision != "auto":
+        raise UserError(
+            f"--backend fastest chooses the precision too; drop --precision {precision}, "
+            "or name the backend (--backend torch or onnx)"
+        )
+    weights = resolve_backend(model_dir, "auto") == "torch"
+    rec = recommend(model_dir, batch_size, ("torch", "onnx") if weights else ("onnx",))
+    if rec is None:
+        raise UserError(
+            f"--backend fastest: no benchmark result for {model_dir} "
+            f"({speed_file(model_dir)}); {benchmark_hint(model_dir)}, or name the backend"
+        )
+    return rec.backend, rec.precision, rec.line()
+
+
 class Predictor:
     """A saved (PyTorch) or exported (ONNX) classifier with its tokenizer and labels: a sequence
     classifier (a label per input), or a token classifier (NER: entities per input, in CLUENER's
@@ -277,7 +303,7 @@ class Predictor:
         self,
         model_dir: str | Path,
         backend: str = "auto",
-        precision: str = "fp32",
+        precision: str = "auto",
         onnx_file: str | None = None,
         device: str = "cpu",
         threads: int | None = None,
@@ -285,7 +311,9 @@ class Predictor:
     ):
         self.model_dir = Path(model_dir)
         self.backend = resolve_backend(model_dir, backend, onnx_file)
-        check_precision(self.backend, precision)
+        # auto: bf16 for torch where this machine is fast at it, else fp32
+        self.precision = serving_precision(self.backend, precision, torch.device(device))
+        precision = self.precision
         self.config = load_config(model_dir)
         self.token = saved_head(model_dir) == "token"
         self.tokenizer = load_tokenizer(model_dir)
@@ -319,6 +347,9 @@ class Predictor:
                 "predict with a fine-tuned or distilled model"
             )
         dev = torch.device(device)
+        if precision == "bf16" and dev.type == "cpu":
+            # bf16 weights: faster on CPU than autocast, which casts every weight per call
+            return bf16_logits_fn(model, dev)
         base = torch_logits_fn(model.to(dev), dev)
         if precision == "fp32":
             return base

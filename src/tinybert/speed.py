@@ -1,8 +1,14 @@
 """`tinybert benchmark`: inference speed of a saved model on this machine, measured on the task's
-own dev sentences, with PyTorch and (when the model has an export) ONNX Runtime fp32 and int8.
+own dev sentences, with PyTorch fp32 and bf16 and (when the model has an export) ONNX Runtime
+fp32 and int8, and which of them is fastest at each batch size (export/recommend.py reads that
+back for `tinybert predict --backend fastest` and `tinybert export`).
 
     result, path = run_benchmark(cfg, "runs/sst2/student/prediction/best")  # -> DIR/speed.json
     result = measure_speed(cfg, DIR, SpeedOptions(batch_sizes=(1, 32), max_sentences=256))
+
+torch bf16 is measured where the CPU runs bf16 natively (AVX512-BF16 or AMX; elsewhere it is
+emulated and ~10x slower, so not worth the wait), as bf16 weights under inference mode: faster
+here than fp32 weights under autocast, which converts every weight again on every call.
 
 The sentences are the first `max_sentences` rows of the first dev split, in file order,
 tokenised with the model's tokenizer exactly as evaluation does. They are batched as `predict`
@@ -12,6 +18,7 @@ figures are what those commands get. Only forward passes are timed: batches are 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -29,12 +36,14 @@ from tinybert.data.batching import collate
 from tinybert.data.task_data import check_labels, check_length, load_task_data, task_spec
 from tinybert.data.tokenization import TaskDataset
 from tinybert.errors import UserError
+from tinybert.export.recommend import SPEED_FILE, fastest_rows, int8_accuracy, int8_sentence
 from tinybert.export.runtime import INT8_FILE, OnnxLogits, export_dir, find_onnx
 from tinybert.model import BertTaskModel, load_model, saved_head
 from tinybert.paths import write_atomic
-from tinybert.train.inference import Batch, LogitsFn, torch_logits_fn
+from tinybert.train.inference import Batch, LogitsFn, bf16_logits_fn, torch_logits_fn
+from tinybert.train.precision import resolve_precision
 
-SPEED_FILE = "speed.json"
+__all__ = ["SPEED_FILE", "SpeedOptions", "measure_speed", "run_benchmark", "summary_lines"]
 # The ISA extensions that decide CPU inference speed (fp32 SIMD width, bf16 / AMX matrix units).
 ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 _WARMUP_BATCHES = 3  # untimed passes first: allocator, ORT's kernel choice, oneDNN primitives
@@ -45,12 +54,14 @@ _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 class SpeedOptions:
     """What `measure_speed` times: each batch size on the first `max_sentences` dev rows, the
     best of `repeats` full passes; `threads` CPU threads for PyTorch and ONNX Runtime (None:
-    each library's default)."""
+    each library's default); `bf16` times torch bf16 too (None: where the CPU runs bf16
+    natively, as `precision: auto` decides)."""
 
     batch_sizes: tuple[int, ...] = (1, 32)
     max_sentences: int = 256
     repeats: int = 2
     threads: int | None = None
+    bf16: bool | None = None
 
     def __post_init__(self) -> None:
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
@@ -93,8 +104,10 @@ def measure_speed(
 ) -> dict:
     """Sequences/s of `model_dir` per backend, precision and batch size (speed.json's content).
 
-    Rows: torch fp32 always; onnx fp32 (the optimised graph when there is one) and int8 when
-    the model's export folder (DIR/onnx) holds them. `on_row(row)` is called after each row.
+    Rows: torch fp32 always, torch bf16 (see SpeedOptions.bf16); onnx fp32 (the optimised
+    graph when there is one) and int8 when the model's export folder (DIR/onnx) holds them.
+    `on_row(row)` is called after each row. "fastest": the quickest row per batch size;
+    "int8_accuracy": int8's dev-metric change from the export's export.json (or None).
     """
     model_dir = Path(model_dir)
     model = _load_torch(cfg, model_dir)
@@ -119,6 +132,8 @@ def measure_speed(
         "mean_tokens": round(sum(dataset.lengths) / len(dataset), 2),
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "results": rows,
+        "fastest": fastest_rows(rows),
+        "int8_accuracy": int8_accuracy(export_dir(model_dir)),
     }
 
 
@@ -168,8 +183,14 @@ def _measure_backends(
     options: SpeedOptions,
     on_row: Callable[[dict], object] | None,
 ) -> list[dict]:
-    """One row per (backend, precision, batch size): torch fp32, then ONNX fp32 and int8."""
+    """One row per (backend, precision, batch size): torch fp32 (and bf16), then ONNX fp32
+    and int8."""
     runs: list[tuple[str, str, Path | None]] = [("torch", "fp32", None)]
+    bf16 = options.bf16
+    if bf16 is None:  # as training's `auto` decides: from the CPU's flags
+        bf16 = resolve_precision("auto", torch.device("cpu")) == "bf16"
+    if bf16:
+        runs.append(("torch", "bf16", None))
     folder = export_dir(model_dir)
     if folder is not None:
         runs.append(("onnx", "fp32", find_onnx(folder, "fp32")))
@@ -177,7 +198,7 @@ def _measure_backends(
             runs.append(("onnx", "int8", folder / INT8_FILE))
     rows = []
     for backend, precision, path in runs:
-        fn = torch_logits_fn(model) if path is None else OnnxLogits(path, options.threads)
+        fn = _logits_fn(model, precision, path, options.threads)
         for size in options.batch_sizes:
             speed = sequences_per_second(fn, batches[size], n, options.repeats)
             row = {
@@ -191,6 +212,17 @@ def _measure_backends(
             if on_row is not None:
                 on_row(row)
     return rows
+
+
+def _logits_fn(
+    model: torch.nn.Module, precision: str, path: Path | None, threads: int | None
+) -> LogitsFn:
+    """The run to time: an ONNX file, or the model in fp32 or bf16."""
+    if path is not None:
+        return OnnxLogits(path, threads)
+    if precision == "bf16":  # a bf16 copy: the fp32 model stays as loaded
+        return bf16_logits_fn(copy.deepcopy(model))
+    return torch_logits_fn(model)
 
 
 @torch.inference_mode()
@@ -253,12 +285,23 @@ def _cpuinfo() -> tuple[str, set[str]]:
 
 
 def summary_lines(result: dict) -> list[str]:
-    """speed.json as short lines for the console: one per row, then the machine."""
+    """speed.json as short lines for the console: one per row, the fastest per batch size
+    (with int8's accuracy change), then the machine."""
     lines = [
         f"{r['backend']:>5} {r['precision']:<4} batch {r['batch_size']:>3}: "
         f"{r['sequences_per_s']:9.1f} sequences/s" + (f"  ({r['file']})" if r["file"] else "")
         for r in result["results"]
     ]
+    int8 = result.get("int8_accuracy")
+    for best in result.get("fastest", []):
+        ratio = best["vs_torch_fp32"]
+        lines.append(
+            f"fastest at batch {best['batch_size']}: {best['backend']} {best['precision']} "
+            f"({best['sequences_per_s']:.1f} sequences/s"
+            + (f", {ratio:.2f}x torch fp32)" if ratio else ")")
+        )
+    if int8 is not None:
+        lines.append(int8_sentence(int8) + f" ({int8['fp32']:.4f} -> {int8['int8']:.4f})")
     lines.append(
         f"{result['sequences']} dev sentences of {result['task']} (mean {result['mean_tokens']} "
         f"tokens), {result['threads']} threads on {result['machine']}"

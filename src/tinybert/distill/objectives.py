@@ -20,6 +20,7 @@ the gradients (summed across processes) equal one process's, exactly.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +31,13 @@ from tinybert.config import DistillConfig
 from tinybert.distill.losses import attention_loss, hidden_loss, logit_mse, soft_cross_entropy
 from tinybert.distill.mapping import check_heads, resolve_layer_map
 from tinybert.distill.projection import HiddenProjection
+from tinybert.distill.teacher_cache import (
+    CachePlan,
+    TeacherCache,
+    mapped_scores,
+    open_or_build,
+    teacher_forward,
+)
 from tinybert.model import AnyBertModel
 from tinybert.train.distributed import Dist
 from tinybert.train.inference import Logits, TokenLogits, logits_over
@@ -94,6 +102,10 @@ class IntermediateLoss:
     Student layer i learns from teacher layer `layer_map[i-1]` (1-based; hidden state 0 is the
     embedding output, mapped 0 <- 0). Hidden states pass through the learned `projection` to the
     teacher's width first. The teacher runs frozen, in eval mode, without gradients.
+
+    With a `cache` plan (TD phase 1 over several epochs, see `teacher_cache.py`), `prepare`
+    computes the teacher's mapped outputs once and every step reads them (by `batch["index"]`)
+    instead of running the teacher.
     """
 
     def __init__(
@@ -103,19 +115,34 @@ class IntermediateLoss:
         projection: HiddenProjection,
         layer_map: list[int],
         cfg: DistillConfig,
+        cache: CachePlan | None = None,
     ):
         self.student, self.teacher, self.projection = student, teacher, projection
         self.layer_map, self.cfg = layer_map, cfg
+        self.cache_plan = cache
+        self.cache: TeacherCache | None = None
+
+    def prepare(self) -> None:
+        """Open (or build) the teacher cache when one is planned. The loop calls this on every
+        process at once before the first step; never for a phase that already finished."""
+        if self.cache_plan is not None and self.cache is None:
+            want_att = self.cfg.attention_weight > 0
+            self.cache = open_or_build(self.teacher, self.cache_plan, self.layer_map, want_att)
+
+    def _teacher(self, batch: Batch, want_att: bool) -> Any:
+        """The teacher's outputs for `batch`: from the cache when there is one, else computed."""
+        if self.cache is not None:
+            length = batch["input_ids"].shape[1]
+            return self.cache.outputs(batch["index"].tolist(), length, batch["input_ids"].device)
+        # Scores of the mapped layers only: the teacher's other layers run fused attention.
+        return teacher_forward(self.teacher, batch, mapped_scores(self.layer_map, want_att))
 
     def __call__(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         want_att = self.cfg.attention_weight > 0
         inputs = _inputs(batch)
         mask, mode = batch["attention_mask"], self.cfg.loss_mode
         tokens, pairs = batch.get("norm_tokens"), batch.get("norm_pairs")
-        with torch.no_grad():
-            t = _encoder(self.teacher)(
-                **inputs, output_hidden_states=True, output_attention_scores=want_att
-            )
+        t = self._teacher(batch, want_att)
         s = _encoder(self.student)(
             **inputs, output_hidden_states=True, output_attention_scores=want_att
         )
@@ -226,9 +253,14 @@ class PredictionLoss:
 
 
 def intermediate_objective(
-    cfg: DistillConfig, student: AnyBertModel, teacher: AnyBertModel, device: torch.device
+    cfg: DistillConfig,
+    student: AnyBertModel,
+    teacher: AnyBertModel,
+    device: torch.device,
+    cache: CachePlan | None = None,
 ) -> tuple[IntermediateLoss, HiddenProjection]:
-    """TD phase 1's (and GD's) loss: the layer map and head counts checked, a fresh projection."""
+    """TD phase 1's (and GD's) loss: the layer map and head counts checked, a fresh projection;
+    `cache`: TD phase 1's teacher cache plan (None: the teacher runs at every step)."""
     n_s, n_t = student.config.num_hidden_layers, teacher.config.num_hidden_layers
     layer_map = resolve_layer_map(n_s, n_t, cfg.layer_map)
     check_heads(
@@ -239,7 +271,7 @@ def intermediate_objective(
     projection = HiddenProjection(
         student.config.hidden_size, teacher.config.hidden_size, n_s + 1, cfg.shared_projection
     ).to(device)
-    return IntermediateLoss(student, teacher, projection, layer_map, cfg), projection
+    return IntermediateLoss(student, teacher, projection, layer_map, cfg, cache), projection
 
 
 def teacher_logits(

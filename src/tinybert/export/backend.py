@@ -8,9 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import torch
+
 from tinybert.errors import UserError
 from tinybert.export.runtime import export_dir
 from tinybert.model.hub import WEIGHTS_FILES
+from tinybert.train.precision import resolve_precision
 
 Backend = Literal["torch", "onnx"]
 
@@ -32,9 +35,20 @@ def resolve_backend(
 
 
 def check_precision(backend: str, precision: str) -> None:
-    allowed = {"torch": ("fp32", "bf16"), "onnx": ("fp32", "int8")}[backend]
+    allowed = {"torch": ("auto", "fp32", "bf16"), "onnx": ("auto", "fp32", "int8")}[backend]
     if precision not in allowed:
         raise UserError(
             f"--precision {precision} is not available with the {backend} backend "
-            f"(use {' or '.join(allowed)}; int8 runs the export's model_int8.onnx)"
+            f"(use {', '.join(allowed[:-1])} or {allowed[-1]}; int8 runs the export's "
+            "model_int8.onnx)"
         )
+
+
+def serving_precision(backend: str, precision: str, device: torch.device) -> str:
+    """`precision` checked for `backend`, "auto" resolved: for torch as training resolves it
+    (bf16 where this machine is fast at it), for ONNX Runtime fp32 (int8 only when asked: it
+    costs accuracy)."""
+    check_precision(backend, precision)
+    if precision != "auto":
+        return precision
+    return resolve_precision(precision, device) if backend == "torch" else "fp32"

@@ -13,7 +13,7 @@ V vocabulary size.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, fields
 from functools import partial
 from typing import ClassVar, TypeAlias
@@ -140,7 +140,9 @@ class BertOutput:
 
     logits: Tensor | None  # (B, C) sequence, (B, T, C) token, (B, T, V) MLM head; None encoder
     hidden_states: tuple[Tensor, ...] | None  # L+1 x (B, T, H); [0] is the embedding output
-    attention_scores: tuple[Tensor, ...] | None  # L x (B, A, T, T), scaled + masked, pre-softmax
+    # L x (B, A, T, T), scaled + masked, pre-softmax; a layer not asked for (see
+    # BertModel.forward) holds None
+    attention_scores: tuple[Tensor, ...] | None
     last_hidden_state: Tensor | None = None  # (B, T, H)
     pooled_output: Tensor | None = None  # (B, H)
 
@@ -198,7 +200,7 @@ class SelfAttention(nn.Module):
         # A finite minimum (not -inf, not a bool mask) keeps a fully padded sequence NaN-free:
         # its softmax is uniform instead of 0/0. Built in the compute dtype so autocast keeps it.
         masked = None if keep is None else ~keep[:, None, None, :]  # (B, 1, 1, T)
-        if return_scores:
+        if return_scores or _explicit_is_faster(q):
             scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(self.head_size))
             if masked is not None:
                 # Same values as adding (1 - mask) * min: score + min rounds to min in fp32.
@@ -213,7 +215,16 @@ class SelfAttention(nn.Module):
             p = self.dropout.p if self.training else 0.0
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
             scores = None
-        return context.transpose(1, 2).reshape(B, T, -1), scores
+        return context.transpose(1, 2).reshape(B, T, -1), scores if return_scores else None
+
+
+def _explicit_is_faster(q: Tensor) -> bool:
+    """Whether the explicit attention path beats F.scaled_dot_product_attention for q's device
+    and dtype: on CPU in bf16 it does. There SDPA's fused kernel took 2x as long forward
+    and 4-5x forward + backward as two batched matmuls and a softmax (batch 32, 12 heads, 64-128
+    tokens, head size 26 and 64; AVX512-BF16 EPYC, torch 2.13; BENCHMARKS.md, TD step); in
+    fp32, and on GPUs, SDPA is the faster one."""
+    return q.device.type == "cpu" and q.dtype == torch.bfloat16
 
 
 class ResidualOutput(nn.Module):
@@ -379,13 +390,16 @@ class BertModel(nn.Module):
         attention_mask: Tensor | None = None,
         token_type_ids: Tensor | None = None,
         output_hidden_states: bool = False,
-        output_attention_scores: bool = False,
+        output_attention_scores: bool | Collection[int] = False,
     ) -> BertOutput:
         """input_ids (B, T) long; attention_mask (B, T) 1 = real token, 0 = padding (None: all
         real); token_type_ids (B, T) segment ids (None: all 0).
 
         With output_attention_scores, attention is computed explicitly so that the scores exist;
-        otherwise it goes through F.scaled_dot_product_attention (fused kernels, less memory).
+        otherwise it goes through F.scaled_dot_product_attention (fused kernels, less memory),
+        except on CPU in bf16, where the explicit path is faster. output_attention_scores
+        may also name the layers (0-based) whose scores are wanted: only those return them, the
+        others are None in `attention_scores` (a phase-1 teacher needs its mapped layers' only).
         """
         seq_len = input_ids.size(1)
         if seq_len > self.config.max_position_embeddings:
@@ -399,15 +413,16 @@ class BertModel(nn.Module):
         if keep is not None and bool(keep.all()):
             keep = None  # no padding: skip the mask (and let SDPA pick its mask-free kernels)
         h = self.embeddings(input_ids, token_type_ids)
+        wanted = _score_layers(output_attention_scores, len(self.encoder.layer))
         hidden, scores = [h], []
-        for layer in self.encoder.layer:
-            h, s = layer(h, keep, output_attention_scores)
+        for i, layer in enumerate(self.encoder.layer):
+            h, s = layer(h, keep, i in wanted)
             hidden.append(h)
             scores.append(s)
         return BertOutput(
             logits=None,
             hidden_states=tuple(hidden) if output_hidden_states else None,
-            attention_scores=tuple(scores) if output_attention_scores else None,
+            attention_scores=tuple(scores) if wanted else None,
             last_hidden_state=h,
             pooled_output=self.pooler(h) if self.pooler is not None else None,
         )
@@ -431,7 +446,7 @@ class _Classifier(nn.Module):
         attention_mask: Tensor | None = None,
         token_type_ids: Tensor | None = None,
         output_hidden_states: bool = False,
-        output_attention_scores: bool = False,
+        output_attention_scores: bool | Collection[int] = False,
     ) -> BertOutput:
         """Same inputs as BertModel.forward; logits (B, C), or (B, T, C) for a token head."""
         out = self.bert(
@@ -495,7 +510,7 @@ class BertForMaskedLM(nn.Module):
         attention_mask: Tensor | None = None,
         token_type_ids: Tensor | None = None,
         output_hidden_states: bool = False,
-        output_attention_scores: bool = False,
+        output_attention_scores: bool | Collection[int] = False,
     ) -> BertOutput:
         """Same inputs as BertModel.forward; logits (B, T, V)."""
         out = self.bert(
@@ -511,6 +526,19 @@ class BertForMaskedLM(nn.Module):
 # BertForMaskedLM is in neither: it has no `.classifier`, and training/distillation never take it.
 BertTaskModel: TypeAlias = BertForSequenceClassification | BertForTokenClassification
 AnyBertModel: TypeAlias = BertModel | BertTaskModel
+
+
+def _score_layers(wanted: bool | Collection[int], n_layers: int) -> frozenset[int]:
+    """The 0-based layers whose attention scores a forward returns: all (True), none (False), or
+    the given ones, each checked to exist."""
+    if isinstance(wanted, bool):
+        return frozenset(range(n_layers)) if wanted else frozenset()
+    layers = frozenset(wanted)
+    if not all(0 <= i < n_layers for i in layers):
+        raise ValueError(
+            f"attention scores asked of layers {sorted(layers)}; the model has {n_layers}"
+        )
+    return layers
 
 
 def _classifier_dropout(config: BertConfig) -> float:

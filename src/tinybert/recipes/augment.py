@@ -33,7 +33,7 @@ from tinybert.errors import UserError
 from tinybert.model import BertForMaskedLM, load_model
 from tinybert.paths import check_output_dir
 from tinybert.train.distributed import resolve_device
-from tinybert.train.precision import autocast, resolve_precision
+from tinybert.train.precision import autocast, explain_precision, precision_label
 
 
 @dataclass
@@ -124,7 +124,9 @@ def _masked_lm(cfg: RunConfig) -> MaskedLM:
     if a.precision == "fp16" and device.type != "cuda":
         raise UserError("augment.precision=fp16 needs a CUDA GPU; use auto, bf16 or fp32")
     model, _ = load_model(a.mlm, head="mlm")
-    precision = resolve_precision(a.precision, device)  # after the checks: auto may measure
+    precision, why = explain_precision(a.precision, device)  # after the checks: auto may measure
+    label = precision_label(precision, a.precision)
+    tqdm.write(f"augment: MLM precision {label}" + (f": {why}" if why else ""))
     tokenizer = load_tokenizer(a.mlm)
     n_vocab, pad_id = tokenizer_info(tokenizer)
     check_vocab(n_vocab, model.config.vocab_size, a.mlm, cfg.task.allow_smaller_vocab)

@@ -5,10 +5,18 @@ Phase 2 (`prediction`): the teacher's logits (soft cross-entropy; MSE for regres
 evaluating on dev as it trains and keeping the best model. `distill.phases` picks which run.
 
     <output_dir>/student/intermediate/final -> <output_dir>/student/prediction/{best, final}
+
+Phase 1 over more than one epoch caches the teacher's mapped outputs in
+<output_dir>/student/intermediate/teacher_cache (within intermediate.teacher_cache_gb), removed
+when the phase finishes; see distill/teacher_cache.py.
 """
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -21,8 +29,10 @@ from tinybert.data.task_data import (
     load_task_data,
     task_spec,
 )
+from tinybert.distill.mapping import resolve_layer_map
 from tinybert.distill.objectives import PredictionLoss, intermediate_objective, teacher_logits
 from tinybert.distill.student import Start, build_student, resolve_start
+from tinybert.distill.teacher_cache import CachePlan, remove_cache
 from tinybert.model import AnyBertModel
 from tinybert.recipes.common import (
     EVAL_KEYS,
@@ -38,8 +48,9 @@ from tinybert.recipes.common import (
     weights_digest,
 )
 from tinybert.train.inference import Logits
-from tinybert.train.loop import RunContext, Trainer, TrainResult
+from tinybert.train.loop import RunContext, TrainData, Trainer, TrainResult
 from tinybert.train.precision import resolve_precision
+from tinybert.train.resume import data_fingerprint
 
 STAGE = "student"  # the folder in output_dir that holds both phases
 INTERMEDIATE, PREDICTION = f"{STAGE}/intermediate", f"{STAGE}/prediction"
@@ -91,7 +102,12 @@ def _intermediate(
     data: TaskData,
     start: Start,
 ) -> TrainResult:
-    loss_fn, projection = intermediate_objective(cfg.distill, student, teacher, ctx.device)
+    train = train_data(data)
+    layer_map = resolve_layer_map(
+        student.config.num_hidden_layers, teacher.config.num_hidden_layers, cfg.distill.layer_map
+    )
+    plan = _cache_plan(cfg, ctx, teacher, train, layer_map)
+    loss_fn, projection = intermediate_objective(cfg.distill, student, teacher, ctx.device, plan)
     if ctx.dist.is_main:
         tqdm.write(
             f"phase 1: student layers 1..{len(loss_fn.layer_map)} <- teacher layers "
@@ -104,7 +120,7 @@ def _intermediate(
         model=student,
         extra=projection,
         loss_fn=loss_fn,
-        data=train_data(data),
+        data=train,
         desc="distill phase 1 (intermediate)",
         section="intermediate",
         settings={
@@ -113,7 +129,50 @@ def _intermediate(
         },
         init=start.to_dict(),
     )
-    return trainer.fit()
+    result = trainer.fit()
+    if ctx.dist.is_main:  # phase 1 is over (final/ written): nothing reads its cache again
+        remove_cache(ctx.root / INTERMEDIATE)
+    return result
+
+
+def _cache_plan(
+    cfg: RunConfig, ctx: RunContext, teacher: nn.Module, train: TrainData, layer_map: list[int]
+) -> CachePlan | None:
+    """How phase 1 caches the teacher's outputs (distill/teacher_cache.py), or None (with a
+    message saying why) when it computes them at every step."""
+    phase, rows = cfg.intermediate, len(train.lengths)
+    if phase.teacher_cache_gb == 0:
+        return None
+    seen = phase.max_steps * phase.batch_size * phase.grad_accum if phase.max_steps else None
+    why = None
+    if cfg.distill.loss_mode != "real_tokens":
+        why = (
+            f"distill.loss_mode={cfg.distill.loss_mode} averages over padded positions too, "
+            "whose teacher outputs depend on how rows are batched"
+        )
+    elif (seen if seen is not None else phase.epochs * rows) <= rows:
+        why = "phase 1 sees each training row at most once, so a cache would save nothing"
+    if why is not None:
+        if ctx.dist.is_main:
+            tqdm.write(f"phase 1: no teacher cache: {why}; the teacher runs at every step")
+        return None
+    fingerprint = {
+        "teacher": weights_digest(teacher),
+        "data": data_fingerprint(np.asarray(train.lengths), train.collate, train.content),
+        "layer_map": list(layer_map),
+        "attention": cfg.distill.attention_weight > 0,
+    }
+    return CachePlan(
+        folder=Path(ctx.root) / INTERMEDIATE,
+        budget_gb=phase.teacher_cache_gb,
+        fingerprint=fingerprint,
+        data=train,
+        # the rows of one training step per process: memory known to fit the teacher's scores
+        batch_size=max(1, math.ceil(phase.batch_size / ctx.dist.world)),
+        device=ctx.device,
+        precision=resolve_precision(phase.precision, ctx.device),
+        dist=ctx.dist,
+    )
 
 
 def _prediction(

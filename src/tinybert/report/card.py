@@ -47,8 +47,10 @@ from tinybert.report.files import (
     kept_over_baseline,
     main_metric,
     metric_values,
+    precision_shown,
     read_config,
     read_metrics,
+    recorded_precision,
     score_ratio,
     student_start,
     trivial_sentence,
@@ -627,12 +629,25 @@ def _stage_line(facts: _Facts, label: str, key: str) -> str:
         + (f" x {s['grad_accum']}" if s.get("grad_accum", 1) > 1 else ""),
         f"lr {s.get('lr')}",
         f"warm-up {_percent(s.get('warmup_ratio'))}",
-        f"precision {s.get('precision')}",
+        f"precision {_precision(facts, key)}",
         f"max_seq_length {length}" if length else "",
     ]
     if key == "prediction":
         parts.append(f"temperature {facts.section('distill').get('temperature')}")
     return f"{label} (`{key}`): " + ", ".join(p for p in parts if p)
+
+
+def _precision(facts: _Facts, key: str) -> str:
+    """The precision config section `key` trained in: "bf16 (auto)" as its metrics.jsonl
+    recorded it (a prediction card's phase 1 line reads the intermediate stage beside it)."""
+    stage = "teacher" if key == "finetune" else key
+    if stage == facts.stage:
+        rows = facts.rows
+    elif stage == "intermediate" and facts.stage == "prediction":
+        rows = read_metrics(facts.dir.parent.parent / "intermediate" / METRICS_FILE).rows
+    else:
+        rows = []
+    return precision_shown(recorded_precision(rows), facts.section(key).get("precision"))
 
 
 def _percent(ratio: Any) -> str:

@@ -33,9 +33,11 @@ from tinybert.report.files import (
     metric_values,
     number,
     numbers,
+    precision_shown,
     read_config,
     read_json,
     read_metrics,
+    recorded_precision,
     student_start,
     verdict_of,
 )
@@ -49,6 +51,13 @@ SERIES = {
     "teacher": ("teacher", "finetune (teacher)", "finetune"),
     "intermediate": ("student/intermediate", "task distillation phase 1", "task-distill"),
     "prediction": ("student/prediction", "task distillation phase 2", "task-distill"),
+}
+# The config section of each stage's TrainConfig (its precision setting).
+SECTIONS = {
+    "general": "general",
+    "teacher": "finetune",
+    "intermediate": "intermediate",
+    "prediction": "prediction",
 }
 # Whose saved config.yaml to read first: the student's holds distill.phases and its teacher.
 CONFIG_ORDER = ("prediction", "intermediate", "teacher", "general")
@@ -101,6 +110,7 @@ class Series:
     evals: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # (step, metrics)
     best_step: int | None = None  # from the "done" row, when there is one
     best_metric: float | None = None
+    precision: str = ""  # as trained, for people ("bf16 (auto)"); "" if its rows do not say
 
 
 @dataclass
@@ -321,6 +331,11 @@ def read_series(reader: _Reader, key: str, command: str) -> Series | None:
         )
     series.train = [train[s] for s in sorted(train)]
     series.evals = sorted(evals.items())
+    resolved = recorded_precision(log.rows)
+    if resolved is not None:  # the stage's config.yaml says whether auto chose it
+        section = read_config(reader.run_dir / folder).get(SECTIONS[key])
+        setting = section.get("precision") if isinstance(section, dict) else None
+        series.precision = precision_shown(resolved, setting)
     return series
 
 

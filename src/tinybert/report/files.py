@@ -43,6 +43,7 @@ COUNT_KEYS = ("n_examples", "predicted_classes", "skipped_rows")
 BASELINE_KEY = "baseline"
 VERDICT_KEY = "verdict"
 NOT_FOUND = "not found"  # read_json's reason for an absent file
+RESOLVED_PRECISIONS = ("fp32", "bf16", "fp16")  # what `precision: auto` becomes, or was asked
 
 
 def export_json(model_dir: Path) -> Path:
@@ -117,6 +118,25 @@ def read_metrics(path: Path) -> MetricRows:
         elif line.strip():
             log.bad.append(number)
     return log
+
+
+def recorded_precision(rows: Iterable[dict[str, Any]]) -> str | None:
+    """The precision a stage trained in, as resolved: its metrics.jsonl rows carry it (training
+    rows and the done row); None for a stage logged before they did, or not logged yet."""
+    found = None
+    for row in rows:
+        value = row.get("precision")  # top level: an eval row's "precision" is inside "eval"
+        if value in RESOLVED_PRECISIONS:
+            found = value
+    return found
+
+
+def precision_shown(resolved: str | None, setting: Any) -> str:
+    """A stage's precision for people: "bf16 (auto)" where auto chose bf16, "fp32" where fp32
+    was asked for, the setting alone where the resolved value was not recorded."""
+    if resolved is None:
+        return str(setting) if setting is not None else "?"
+    return f"{resolved} (auto)" if setting == "auto" else resolved
 
 
 def _json_line(line: str) -> dict[str, Any] | None:

@@ -287,6 +287,12 @@ def start_line(run: RunData) -> str:
     return "Student start: " + "; ".join(f"{k}: {v}" for k, v in run.starts.items()) + "."
 
 
+def precision_line(run: RunData) -> str:
+    """The precision each training stage ran in, as resolved ("" if no stage recorded it)."""
+    shown = [f"{s.label} {s.precision}" for s in run.series.values() if s.precision]
+    return "Precision: " + "; ".join(shown) + "." if shown else ""
+
+
 # ---------------------------------------------------------------------------------------------
 # shared text
 
@@ -366,7 +372,12 @@ def render_markdown(run: RunData, plots: list[Plot]) -> str:
             lines.append(
                 f"| {_md(row.label)} | {c.baseline} | {teacher} | {student} | {kept} | {compare} |"
             )
-    notes = [start_line(run), baseline_line(run), *map(_sentence, machine_lines(run))]
+    notes = [
+        start_line(run),
+        precision_line(run),
+        baseline_line(run),
+        *map(_sentence, machine_lines(run)),
+    ]
     lines += ["", *[f"{_md(line)}\n" for line in notes if line]]  # a paragraph each
     lines += _stages_md(run)
     if plots:
@@ -447,7 +458,12 @@ def _models_html(run: RunData) -> list[str]:
         f"<p>Teacher: <code>{_e(run.teacher.path)}</code>; "
         f"student: <code>{_e(run.student.path)}</code>.</p>"
     )
-    notes = [start_line(run), baseline_line(run), *map(_sentence, machine_lines(run))]
+    notes = [
+        start_line(run),
+        precision_line(run),
+        baseline_line(run),
+        *map(_sentence, machine_lines(run)),
+    ]
     machine = [f'<p class="note">{_e(line)}</p>' for line in notes if line]
     table = f'<table id="models">{head}<tbody>\n' + "\n".join(rows) + "\n</tbody></table>"
     return ["<h2>Teacher vs student</h2>", paths, table, *machine]

@@ -66,6 +66,21 @@ def torch_logits_fn(
     return logits
 
 
+def bf16_logits_fn(
+    model: nn.Module, device: torch.device | None = None
+) -> Callable[[Batch], torch.Tensor]:
+    """`model` with bf16 weights as a LogitsFn returning float32 logits. Converts `model` in
+    place (pass a copy to keep an fp32 one). On a CPU with native bf16 it is faster than fp32
+    weights under autocast, which casts every weight again on every call."""
+    fn = torch_logits_fn(model.to(dtype=torch.bfloat16), device)
+
+    def logits(batch: Batch) -> torch.Tensor:
+        with torch.inference_mode():
+            return fn(batch).float()
+
+    return logits
+
+
 def dataset_collate(dataset: TaskDataset, pad_id: int) -> Callable[[list[int]], Batch]:
     return lambda indices: collate([dataset[i] for i in indices], pad_id=pad_id)
 

@@ -43,7 +43,7 @@ from tinybert.train import checkpoint as ckpt
 from tinybert.train.distributed import Dist
 from tinybert.train.health import WEIGHT_LIMIT, last_sound_checkpoint, unsound_weight
 from tinybert.train.optim import build_optimizer, linear_schedule
-from tinybert.train.precision import autocast, resolve_precision
+from tinybert.train.precision import autocast, explain_precision, precision_label
 from tinybert.train.reporting import MetricsLog, Progress
 from tinybert.train.resume import (
     DATA_KEY,
@@ -239,7 +239,10 @@ class Trainer:
         # <stage>/INIT_FILE with config.yaml, for the report and the model cards to read.
         self.init = None if init is None else dict(init)
         self._signals = StopSignals(desc, announce=ctx.dist.is_main)
-        precision = resolve_precision(cfg.precision, ctx.device)
+        precision, self.precision_why = explain_precision(cfg.precision, ctx.device)
+        # Every process trains in rank 0's precision: a timing probe (auto where the CPU says
+        # nothing) might answer differently on a busy rank, and the fingerprint must agree.
+        precision = ctx.dist.gather(precision)[0]
         if precision == "fp16" and ctx.device.type != "cuda":
             raise UserError("precision=fp16 needs a CUDA GPU; on CPU use precision=bf16 or fp32")
         if len(data.lengths) == 0:
@@ -295,6 +298,7 @@ class Trainer:
                 self._check_resume(source, state)
                 if source.name == "final" and state["position"]["step"] == self.total_steps:
                     return self._skip_finished(source, state)
+            self._announce_precision()
             self._write_config(source, state)
             if source is not None and state is not None:
                 self._load(source, state)
@@ -396,6 +400,13 @@ class Trainer:
                 if message:
                     raise UserError(message)
             yield
+
+    def _announce_precision(self) -> None:
+        """The stage's start line: the precision it trains in, and why when auto chose it."""
+        if self.dist.is_main:
+            label = precision_label(self.precision, self.cfg.precision)
+            why = f": {self.precision_why}" if self.precision_why else ""
+            tqdm.write(f"{self.desc}: precision {label}{why}")
 
     def _skip_finished(self, final: Path, state: dict) -> TrainResult:
         load_weights(final, self.model, state["model"], "model")
@@ -505,6 +516,7 @@ class Trainer:
             "epoch": round(self.pos.epoch + self.pos.batch / self.batches_per_epoch, 4),
             "lr": self.scheduler.get_last_lr()[0],
             **{k: round(v, 6) for k, v in stats.items()},
+            "precision": self.precision,  # as resolved (the config may say auto)
         }
         if self.scaler.is_enabled():
             record.update(loss_scale=self.scaler.get_scale(), skipped_steps=self.skipped_steps)
@@ -640,6 +652,7 @@ class Trainer:
                     "done": True,
                     "best_metric": self.pos.best_metric,
                     "best_step": self.pos.best_step,
+                    "precision": self.precision,
                 }
             )
         return self._result()

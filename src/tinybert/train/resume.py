@@ -28,6 +28,8 @@ from tinybert.train import checkpoint as ckpt
 RESUMABLE = frozenset(
     {"epochs", "max_steps", "eval_steps", "save_steps", "log_steps", "max_checkpoints"}
     | {"eval_batch_size"}
+    # phase 1's teacher cache budget: the cache changes only where the teacher's outputs come from
+    | {"teacher_cache_gb"}
 )
 
 
