@@ -85,14 +85,21 @@ def sst2_dir(tmp_path: Path) -> Path:
     return write_sst2(tmp_path / "SST-2")
 
 
-def write_tiny_bert(directory: Path) -> Path:
-    """A randomly initialised 2-layer, hidden-32 BERT encoder saved as a Hugging Face directory."""
-    from tinybert.model import BertConfig, BertModel, save_model
+def write_tiny_bert(directory: Path, num_labels: int | None = None) -> Path:
+    """A randomly initialised 2-layer, hidden-32 BERT saved as a Hugging Face directory: an
+    encoder, or with `num_labels` a sequence classifier (a teacher whose head counts as trained:
+    random weights, but its outputs are all a distillation test needs)."""
+    from tinybert.model import BertConfig, BertForSequenceClassification, BertModel, save_model
 
     write_vocab(directory)
     n_vocab = len((directory / "vocab.txt").read_text().split())
     torch.manual_seed(0)
-    model = BertModel(BertConfig(vocab_size=n_vocab, **TINY))
+    if num_labels is None:
+        model = BertModel(BertConfig(vocab_size=n_vocab, **TINY))
+    else:
+        model = BertForSequenceClassification(
+            BertConfig(vocab_size=n_vocab, num_labels=num_labels, **TINY)
+        )
     save_model(model, directory, tokenizer_dir=directory)
     return directory
 

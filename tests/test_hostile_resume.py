@@ -23,12 +23,11 @@ from tinybert.cli import main
 from tinybert.config import TaskConfig
 from tinybert.data.corpus import PackingOptions, open_corpus, prepare_corpus
 from tinybert.data.task_data import load_task_data
-from tinybert.model import BertConfig, BertForSequenceClassification, save_model
 from tinybert.recipes.common import train_data
 from tinybert.recipes.general_distill import corpus_content
 from tinybert.train.resume import HASH_ROWS, data_fingerprint
 
-from .conftest import TINY, write_sst2, write_tiny_bert, write_vocab
+from .conftest import write_sst2, write_tiny_bert, write_vocab
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +38,7 @@ def bert(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory) -> Path:
     """A tiny classifier for SST-2 as task-distill's teacher (its head counts as trained)."""
-    directory = write_vocab(tmp_path_factory.mktemp("hostile") / "teacher")
-    n_vocab = len((directory / "vocab.txt").read_text().split())
-    torch.manual_seed(0)
-    model = BertForSequenceClassification(BertConfig(vocab_size=n_vocab, num_labels=2, **TINY))
-    save_model(model, directory, tokenizer_dir=directory)
-    return directory
+    return write_tiny_bert(tmp_path_factory.mktemp("hostile") / "teacher", num_labels=2)
 
 
 def ft_args(bert: Path, data: Path, out: Path, *extra: str) -> list[str]:

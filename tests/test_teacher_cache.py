@@ -19,11 +19,11 @@ import tinybert.distill.teacher_cache as tc
 from tinybert.cli import main
 from tinybert.config import TaskConfig
 from tinybert.data.task_data import load_task_data
-from tinybert.model import BertConfig, BertForSequenceClassification, load_model, save_model
+from tinybert.model import load_model
 from tinybert.recipes.common import train_data
 from tinybert.train.distributed import Dist
 
-from .conftest import TINY, write_sst2, write_vocab
+from .conftest import TINY, write_sst2, write_tiny_bert
 from .test_general import cli, finish
 
 PHASE1 = "student/intermediate"
@@ -33,12 +33,7 @@ NO_DROPOUT = "student.dropout=0.0"  # DDP: the processes would draw different dr
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory) -> Path:
     """A tiny SST-2 classifier as the teacher (random weights: its outputs are what matter)."""
-    directory = write_vocab(tmp_path_factory.mktemp("cache") / "teacher")
-    n_vocab = len((directory / "vocab.txt").read_text().split())
-    torch.manual_seed(0)
-    model = BertForSequenceClassification(BertConfig(vocab_size=n_vocab, num_labels=2, **TINY))
-    save_model(model, directory, tokenizer_dir=directory)
-    return directory
+    return write_tiny_bert(tmp_path_factory.mktemp("cache") / "teacher", num_labels=2)
 
 
 @pytest.fixture(scope="module")
