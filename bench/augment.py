@@ -51,8 +51,8 @@ def rate(augmenter, texts: list[str]) -> tuple[float, int, float]:
 def masked_lm(folder: Path, batch_size: int, precision: str, reference: bool = False):
     """A random BERT-base-shaped BertForMaskedLM saved in `folder`, as augment loads one.
     reference: one row per forward, full (T, vocab) scores, as the reference script runs it."""
-    from tinybert.data.augment import MaskedLM, candidate_exclusions
     from tinybert.data.tokenization import load_tokenizer, tokenizer_info
+    from tinybert.data.word_replacement import MaskedLM, candidate_exclusions
     from tinybert.model import BertConfig, BertForMaskedLM, load_model, save_model
     from tinybert.recipes.augment import mlm_topk
     from tinybert.train.precision import autocast
@@ -94,7 +94,7 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", help="MLM precision: auto, fp32, bf16")
     args = parser.parse_args()
 
-    from tinybert.data.augment import Augmenter, AugmentOptions
+    from tinybert.data.word_replacement import Augmenter, AugmentOptions
     from tinybert.data.word_vectors import load_word_vectors
     from tinybert.train.precision import resolve_precision
 

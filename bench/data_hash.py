@@ -75,13 +75,13 @@ def corpus_cases(path: Path, tokenizer: str, repeat: int) -> list[dict]:
 def sst2_case(data_dir: str, tokenizer: str, repeat: int) -> dict:
     from tinybert.config import TaskConfig
     from tinybert.data.task_data import load_task_data
-    from tinybert.recipes.common import train_data
+    from tinybert.train.loop import TrainData
     from tinybert.train.resume import data_fingerprint
 
     t0 = time.perf_counter()
     data = load_task_data(TaskConfig(name="sst2", data_dir=data_dir), tokenizer, 42, quiet=True)
     load = time.perf_counter() - t0
-    train = train_data(data)
+    train = TrainData.of_task(data)
     lengths = np.asarray(train.lengths)
     seconds, value = best_of(
         repeat, lambda: data_fingerprint(lengths, train.collate, train.content)

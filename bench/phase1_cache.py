@@ -20,14 +20,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tinybert.config import load_run_config
+from tinybert.config import load_config
 from tinybert.data.batching import batch_order
 from tinybert.data.task_data import load_task_data, task_spec
 from tinybert.distill import teacher_cache as tc
 from tinybert.distill.objectives import intermediate_objective
-from tinybert.distill.student import build_student, resolve_start
-from tinybert.recipes.common import load_teacher, train_data
+from tinybert.distill.student import build_student, load_teacher, resolve_start
 from tinybert.train.distributed import Dist
+from tinybert.train.loop import TrainData
+from tinybert.train.objective import Batch
 from tinybert.train.optim import build_optimizer
 from tinybert.train.precision import autocast
 
@@ -35,14 +36,14 @@ WARMUP = 4  # batches not timed
 
 
 def measure(config: str, precision: str, folder: Path) -> str:
-    cfg = load_run_config([config], [f"intermediate.precision={precision}"])
+    cfg = load_config([config], [f"intermediate.precision={precision}"])
     task, device = task_spec(cfg.task), torch.device("cpu")
-    teacher = load_teacher(cfg.teacher, task.head, "bench", task)
+    teacher = load_teacher(cfg.teacher, task.head, "bench")
     start = resolve_start(cfg.student, teacher.config, cfg.teacher, cfg.distill.layer_map)
     torch.manual_seed(0)
     student = build_student(cfg.student, teacher, task.head, start=start, **task.head_args)
     data = load_task_data(cfg.task, cfg.teacher, cfg.seed, vocab_size=teacher.config.vocab_size)
-    train, batch = train_data(data), cfg.intermediate.batch_size
+    train, batch = TrainData.of_task(data), cfg.intermediate.batch_size
     plan = tc.CachePlan(folder, 100, {"bench": 1}, train, batch, device, precision, Dist())
     loss_fn, projection = intermediate_objective(cfg.distill, student, teacher, device, plan)
     t0 = time.perf_counter()
@@ -58,7 +59,7 @@ def measure(config: str, precision: str, folder: Path) -> str:
             loss_fn.cache = cache if mode == "cached" else None
             t0 = time.perf_counter()
             with autocast(device, precision):
-                loss, _ = loss_fn(train.collate(indices))
+                loss, _ = loss_fn(Batch.from_rows(train.collate(indices)))
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()

@@ -18,7 +18,9 @@ AdamW step included. The grid: sequence length x precision x phase.
         step; both sides run the teacher in every timed step here so that the steps compare.
 
 Within one cell the two implementations alternate step by step (the order flips every round),
-so machine load hits both alike; each reports its best step after `--warmup` steps.
+so machine load hits both alike. Each reports its best step after `--warmup` steps; the ratio
+is the median over rounds of the paired ratio (transformers' step / ours in the same round),
+steadier than the ratio of the best steps on a machine whose load comes and goes.
 
     python bench/td_step.py                        # the full CPU grid (a few minutes)
     python bench/td_step.py --seqs 128 --precisions bf16 --phases 1 --steps 2
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from collections.abc import Callable
 
@@ -111,6 +114,7 @@ def phase1(device: torch.device) -> dict[str, tuple[LossFn, list]]:
     from tinybert.distill.mapping import uniform_layer_map
     from tinybert.distill.objectives import IntermediateLoss
     from tinybert.distill.projection import HiddenProjection
+    from tinybert.train.objective import Batch as TBatch
 
     teacher, student = ours_models(device)
     hf_teacher, hf_student = hf_models(teacher, student, "eager", device)
@@ -132,7 +136,10 @@ def phase1(device: torch.device) -> dict[str, tuple[LossFn, list]]:
         return att + hid
 
     return {
-        "ours": (lambda b: ours(b)[0], [*student.parameters(), *projection.parameters()]),
+        "ours": (
+            lambda b: ours(TBatch.from_rows(b))[0],
+            [*student.parameters(), *projection.parameters()],
+        ),
         "transformers": (hf_loss, [*hf_student.parameters(), *hf_projection.parameters()]),
     }
 
@@ -144,6 +151,7 @@ def phase2(device: torch.device) -> dict[str, tuple[LossFn, list]]:
     from tinybert.config import DistillConfig
     from tinybert.distill.objectives import PredictionLoss
     from tinybert.train.inference import torch_logits_fn
+    from tinybert.train.objective import Batch as TBatch
 
     teacher, student = ours_models(device)
     hf_teacher, hf_student = hf_models(teacher, student, "sdpa", device)
@@ -154,7 +162,7 @@ def phase2(device: torch.device) -> dict[str, tuple[LossFn, list]]:
     def ours_loss(b: Batch) -> torch.Tensor:
         with torch.no_grad():  # as logits_over runs the teacher (eval mode, autocast outside)
             t = teacher_forward({k: b[k] for k in names}).float()
-        return PredictionLoss(student, t, cfg, regression=False)(b)[0]
+        return PredictionLoss(student, t, cfg, regression=False)(TBatch.from_rows(b))[0]
 
     def hf_loss(b: Batch) -> torch.Tensor:
         inputs = {k: b[k] for k in names}
@@ -193,7 +201,9 @@ def timed_step(loss_fn: LossFn, opt, b: Batch, precision: str, device: torch.dev
 
 
 def run_cell(impls, opts, b: Batch, precision: str, device, warmup: int, steps: int):
-    """Alternate the implementations step by step; each one's best time after warm-up."""
+    """Alternate the implementations step by step (the order flips every round). Returns each
+    one's best step time (ms) and the median over rounds of the paired ratio transformers/ours:
+    the two steps of a round run back to back, so load that comes and goes hits both alike."""
     times: dict[str, list[float]] = {name: [] for name in IMPLS}
     for i in range(warmup + steps):
         order = IMPLS if i % 2 == 0 else IMPLS[::-1]
@@ -201,7 +211,8 @@ def run_cell(impls, opts, b: Batch, precision: str, device, warmup: int, steps: 
             t = timed_step(impls[name][0], opts[name], b, precision, device)
             if i >= warmup:
                 times[name].append(t)
-    return {name: 1000 * min(ts) for name, ts in times.items()}
+    ratios = [hf / ours for ours, hf in zip(times["ours"], times["transformers"], strict=True)]
+    return {name: 1000 * min(ts) for name, ts in times.items()}, statistics.median(ratios)
 
 
 def main() -> None:
@@ -209,7 +220,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--steps", type=int, default=3, help="timed steps per side and cell (best)")
+    ap.add_argument("--steps", type=int, default=7, help="timed steps per side and cell")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps per side and cell")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seqs", "--seq", nargs="+", type=int, default=[64, 128])
@@ -228,14 +239,15 @@ def main() -> None:
         for seq in args.seqs:
             b = make_batch(device, args.batch, seq)
             for precision in args.precisions:
-                ms = run_cell(impls, opts, b, precision, device, args.warmup, args.steps)
+                ms, paired = run_cell(impls, opts, b, precision, device, args.warmup, args.steps)
                 r = {
                     "phase": phase,
                     "seq": seq,
                     "precision": precision,
                     **{f"{n}_ms": ms[n] for n in IMPLS},
                 }
-                r["speedup"] = ms["transformers"] / ms["ours"]  # > 1: ours is faster
+                r["speedup"] = paired  # median of paired per-round ratios; > 1: ours is faster
+                r["speedup_best"] = ms["transformers"] / ms["ours"]  # ratio of the best steps
                 tflops = step_flops(args.batch, seq, phase) / (ms["ours"] / 1000) / 1e12
                 r["ours_tflops"] = tflops
                 extra = f"  {tflops:6.2f} TFLOP/s"

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from _common import ROOT
 
-from tinybert.config import load_run_config
+from tinybert.config import load_config
 from tinybert.report.files import kept_over_baseline
 
 CONFIGS = {
@@ -80,7 +80,7 @@ def command(task: str, variant: str, quick: bool = False) -> list[str]:
 
 def _output_dir(task: str, variant: str) -> str:
     if variant == "auto":  # the shipped config's own output_dir
-        return load_run_config([ROOT / CONFIGS[task]]).output_dir
+        return load_config([ROOT / CONFIGS[task]]).output_dir
     return str((OUT / task / variant).relative_to(ROOT))
 
 

@@ -13,7 +13,9 @@ import json
 import random
 import shutil
 import subprocess
+import sys
 from pathlib import Path
+from typing import IO
 
 import pytest
 import torch
@@ -132,6 +134,57 @@ def corpus_file(tmp_path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(corpus_text(40, seed=0))
     return path
+
+
+# --------------------------------------------------------------------------- kill at a known step
+
+# A child for the kill tests: the CLI, which pauses right after it has written the checkpoint
+# folder given as argv[1], once it has said so on stderr. The test reads that line, then
+# signals: the signal lands at a known step however fast or busy the machine is (no timing
+# guess). SIGKILL ends the child where it stands. SIGTERM/SIGINT are caught by a handler put in
+# before the line is printed (so none is missed), and the child waits until that handler has
+# run (Python runs handlers in the main thread, between bytecodes: hence a short poll rather
+# than signal.pause(), which sleeps on if the OS hands the signal to another thread); it then
+# passes the signal to the training loop's own handler, which stops at the next step boundary.
+PAUSE_AFTER_CHECKPOINT = """
+import os, signal, sys, time
+from tinybert.train import checkpoint
+wanted = os.path.abspath(sys.argv.pop(1))
+write_atomic = checkpoint.write_atomic
+def write_then_pause(target, write):
+    write_atomic(target, write)
+    if os.path.abspath(target) != wanted:
+        return
+    got = []
+    stops = (signal.SIGTERM, signal.SIGINT)
+    loop_handlers = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in stops}
+    print("paused after writing", target, file=sys.stderr, flush=True)
+    while not got:
+        time.sleep(0.01)
+    for s, handler in loop_handlers.items():
+        signal.signal(s, handler)
+    handler = loop_handlers[got[0]]
+    handler(got[0], None) if callable(handler) else signal.raise_signal(got[0])
+checkpoint.write_atomic = write_then_pause
+from tinybert.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def pausing_command(checkpoint: Path, *args: str) -> list[str]:
+    """`python -m tinybert *args`, pausing once it has written `checkpoint` (see above)."""
+    return [sys.executable, "-c", PAUSE_AFTER_CHECKPOINT, str(checkpoint), *args]
+
+
+def wait_until_paused(stream: IO[bytes]) -> str:
+    """Read a pausing child's output (the pipe its stderr goes to) until it says it paused;
+    returns what it read. Fails if the child ends first."""
+    seen = []
+    for raw in iter(stream.readline, b""):
+        seen.append(raw.decode(errors="replace"))
+        if seen[-1].startswith("paused after writing "):
+            return "".join(seen)
+    raise AssertionError("the child ended before it paused:\n" + "".join(seen))
 
 
 # --------------------------------------------------------------------------- writes stay in tmp

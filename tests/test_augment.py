@@ -13,9 +13,11 @@ import pytest
 import torch
 
 from tinybert.cli import main
-from tinybert.config import AugmentConfig, RunConfig, TaskConfig, load_run_config
+from tinybert.config import AugmentConfig, Config, TaskConfig, load_config
 from tinybert.data import get_task, load_tokenizer, read_examples
-from tinybert.data.augment import (
+from tinybert.data.base import Example, split_source
+from tinybert.data.task_data import load_task_data
+from tinybert.data.word_replacement import (
     Augmenter,
     AugmentOptions,
     MaskedLM,
@@ -23,8 +25,6 @@ from tinybert.data.augment import (
     candidate_exclusions,
     summary_file,
 )
-from tinybert.data.base import Example, split_source
-from tinybert.data.task_data import load_task_data
 from tinybert.data.word_vectors import WordVectors, load_word_vectors
 from tinybert.data.words import match_case, split_words
 from tinybert.errors import UserError
@@ -373,15 +373,15 @@ def test_cluener_and_overwriting_the_input_are_refused(tmp_path):
 
 
 def test_augment_config_defaults_and_fields():
-    cfg = RunConfig().augment
+    cfg = Config().augment
     assert (cfg.n, cfg.p, cfg.k, cfg.fields, cfg.batch_size) == (20, 0.4, 15, ("a", "b"), 128)
     assert cfg.seed is None and cfg.mlm == "" and cfg.output == ""
     for bad in ("augment.fields=[]", "augment.fields=[a, a]", "augment.fields=[c]"):
         with pytest.raises(UserError, match="augment.fields"):
-            load_run_config([], [bad])
+            load_config([], [bad])
     for bad, message in (("augment.p=1.5", r"in \[0, 1\]"), ("augment.k=0", ">= 1")):
         with pytest.raises(UserError, match=message):
-            load_run_config([], [bad])
+            load_config([], [bad])
     assert AugmentConfig(fields=("b",)).fields == ("b",)
 
 
@@ -439,7 +439,8 @@ def test_augment_command_refusals(tmp_path, sst2_dir, tiny_bert_dir, capsys):
 
 
 def write_tiny_hf_mlm(directory: Path) -> Path:
-    transformers = pytest.importorskip("transformers")
+    import transformers  # a dev dependency: missing, the test fails rather than skips
+
     write_vocab(directory)
     n_vocab = len((directory / "vocab.txt").read_text().split())
     torch.manual_seed(0)
@@ -452,7 +453,8 @@ def write_tiny_hf_mlm(directory: Path) -> Path:
 
 
 def test_mlm_topk_matches_transformers_and_the_command_uses_it(tmp_path, capsys):
-    transformers = pytest.importorskip("transformers")
+    import transformers  # a dev dependency: missing, the test fails rather than skips
+
     from tinybert.model import load_model
     from tinybert.recipes.augment import mlm_topk
 
@@ -501,7 +503,5 @@ def test_train_file_is_text_so_a_tfrecord_data_dir_is_refused(tmp_path, tiny_ber
         load_task_data(cfg, tiny_bert_dir, seed=0)
     with pytest.raises(UserError, match="TFRecord data .*augment needs the task's text files"):
         run_augment(
-            RunConfig(
-                task=TaskConfig(data_dir=str(seed_dir)), augment=AugmentConfig(word_vectors="x")
-            )
+            Config(task=TaskConfig(data_dir=str(seed_dir)), augment=AugmentConfig(word_vectors="x"))
         )

@@ -9,22 +9,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import huggingface_hub as hub  # a dev dependency: missing, this file fails, not skips
 import numpy as np
 import pytest
 import yaml
 from safetensors.numpy import save_file
 
 from tinybert.config import (
+    Config,
     DistillConfig,
-    RunConfig,
     StudentConfig,
     TaskConfig,
     TrainConfig,
     dump_yaml,
 )
 from tinybert.report.card import MARKER, render_card, write_card, write_cards
-
-hub = pytest.importorskip("huggingface_hub")
 
 SHAPE = dict(num_hidden_layers=4, hidden_size=312, num_attention_heads=12, intermediate_size=1200)
 N_PARAMS = 3 * 4 + 5  # the tensors save_model_dir writes
@@ -69,7 +68,7 @@ def save_model_dir(path: Path, arch: str, labels: tuple[str, ...] = ("0", "1")) 
     return path
 
 
-def write_stage(stage: Path, cfg: RunConfig, rows: list[dict], base_model: str = "") -> None:
+def write_stage(stage: Path, cfg: Config, rows: list[dict], base_model: str = "") -> None:
     """A stage folder's config.yaml (`card.base_model` added when given) and metrics.jsonl."""
     data = yaml.safe_load(dump_yaml(cfg))
     if base_model:
@@ -94,7 +93,7 @@ def rows(metric: str, values: dict[int, float], best: int) -> list[dict]:
 
 def make_teacher(run: Path) -> Path:
     best = save_model_dir(run / "teacher" / "best", "BertForSequenceClassification")
-    cfg = RunConfig(
+    cfg = Config(
         task=TaskConfig(name="sst2", data_dir="data/SST-2", max_train_examples=2000),
         model="models/bert-base-uncased",
         output_dir=str(run),
@@ -109,7 +108,7 @@ def make_teacher(run: Path) -> Path:
 
 def make_general(run: Path) -> Path:
     final = save_model_dir(run / "general" / "final", "BertModel", ("LABEL_0", "LABEL_1"))
-    cfg = RunConfig(teacher="models/bert-base-uncased", output_dir=str(run))
+    cfg = Config(teacher="models/bert-base-uncased", output_dir=str(run))
     write_stage(run / "general", cfg, [{"step": 700, "done": True, "best_metric": None}])
     return final
 
@@ -122,7 +121,7 @@ def make_student(run: Path) -> Path:
     augmented.parent.mkdir()
     augmented.write_text("sentence\tlabel\ngood\t1\n")
     write_json(Path(f"{augmented}.summary.json"), {"rows_in": 2000, "rows_out": 36284})
-    cfg = RunConfig(
+    cfg = Config(
         task=TaskConfig(name="sst2", data_dir="data/SST-2", train_file=str(augmented)),
         teacher=str(run / "teacher" / "best"),
         output_dir=str(run),
@@ -155,7 +154,7 @@ def make_mnli_student(run: Path, prefix: str = "dev_matched") -> Path:
         "BertForSequenceClassification",
         ("contradiction", "entailment", "neutral"),
     )
-    cfg = RunConfig(
+    cfg = Config(
         task=TaskConfig(name="mnli"),
         teacher="nowhere/teacher",
         output_dir=str(run),

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from tinybert.cli import main
-from tinybert.config import DistillConfig, load_run_config
+from tinybert.config import DistillConfig, load_config
 from tinybert.distill.objectives import PredictionLoss
 from tinybert.recipes.init_model import run_init_model
+from tinybert.train.objective import Batch
 
 from .test_clue import ZH_CHARS, write_jsonl, write_zh_vocab
 
@@ -82,6 +83,7 @@ def small_run(tmp_path: Path, base: Path, data: Path, task: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow  # 256 steps, to learn; the fast set has the one-epoch sibling below
 def test_cluener_finetune_distill_evaluate(tmp_path, zh_base):
     data = tmp_path / "cluener"
     write_jsonl(data / "train.json", ner_rows(64, 0))
@@ -122,21 +124,50 @@ def test_cluener_finetune_distill_evaluate(tmp_path, zh_base):
     for key in ("f1", "precision", "recall", "token_accuracy"):
         assert onnx[key] == pytest.approx(result[key], abs=1e-9), key
 
-    # predict writes entities in CLUENER's layout, character offsets with the end inclusive.
-    teacher = tmp_path / "out/teacher/best"
+    check_predicted_entities(tmp_path, tmp_path / "out/teacher/best", {"name", "address"})
+
+
+def check_predicted_entities(tmp_path: Path, model: Path, kinds: set[str]) -> None:
+    """predict writes entities in CLUENER's layout, character offsets with the end inclusive,
+    each of one of `kinds`."""
     texts = [r["text"] for r in ner_rows(4, 7)]
     (tmp_path / "in.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
     pred = tmp_path / "pred.jsonl"
-    assert main(["predict", str(tmp_path / "in.txt"), f"--model={teacher}", f"-o={pred}"]) == 0
+    assert main(["predict", str(tmp_path / "in.txt"), f"--model={model}", f"-o={pred}"]) == 0
     lines = [json.loads(x) for x in pred.read_text(encoding="utf-8").splitlines()]
     assert [x["text"] for x in lines] == texts and [x["line"] for x in lines] == [1, 2, 3, 4]
     for x in lines:
         for kind, found in x["label"].items():
-            assert kind in ("name", "address")
+            assert kind in kinds
             for entity, spans in found.items():
                 assert all(x["text"][a : b + 1] == entity for a, b in spans)
 
 
+def test_cluener_commands_in_one_short_epoch_each(tmp_path, zh_base):
+    """The fast sibling of the test above, without the learning: finetune, task-distill,
+    evaluate and predict on CLUENER, each writing what a token task needs."""
+    data = tmp_path / "cluener"
+    write_jsonl(data / "train.json", ner_rows(16, 0))
+    write_jsonl(data / "dev.json", ner_rows(8, 1))
+    args = small_run(tmp_path, zh_base, data, "cluener")
+    args += ["finetune.epochs=1", "prediction.epochs=1"]
+    assert main(["finetune", *args]) == 0
+    teacher = json.loads((tmp_path / "out/teacher/best/config.json").read_text())
+    assert teacher["architectures"] == ["BertForTokenClassification"]
+    assert teacher["id2label"]["1"] == "B-address" and len(teacher["id2label"]) == 31
+    assert main(["task-distill", *args]) == 0
+    student = tmp_path / "out/student/prediction/best"
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", *args, f"--model={student}", f"--output={out}"]) == 0
+    result = json.loads(out.read_text())
+    assert result["n_examples"] == 8
+    assert {"f1", "precision", "recall", "token_accuracy", "f1/name"} <= set(result)
+    assert result["baseline"]["f1"] == 0.0 and result["verdict"]["baseline_is"] == "no entities"
+    labels = json.loads((student / "config.json").read_text())["id2label"].values()
+    check_predicted_entities(tmp_path, student, {x[2:] for x in labels if x != "O"})
+
+
+@pytest.mark.slow  # 20 epochs; TNEWS's reader is in test_clue.py
 def test_tnews_finetune_and_evaluate(tmp_path, zh_base):
     from tinybert.data.clue import TNEWS_CODES
 
@@ -178,13 +209,13 @@ def test_token_prediction_loss_ignores_padding_and_special_tokens():
     teacher = [torch.randn(4, 3), torch.randn(3, 3)]  # examples of 4 and 3 tokens
     s = torch.randn(2, 5, 3)
     labels = torch.tensor([[-100, 0, 1, -100, -100], [-100, 2, -100, -100, -100]])
-    batch = {
-        "input_ids": torch.zeros(2, 5, dtype=torch.long),
-        "attention_mask": torch.ones(2, 5, dtype=torch.long),
-        "token_type_ids": torch.zeros(2, 5, dtype=torch.long),
-        "labels": labels,
-        "index": torch.tensor([0, 1]),
-    }
+    batch = Batch(
+        input_ids=torch.zeros(2, 5, dtype=torch.long),
+        attention_mask=torch.ones(2, 5, dtype=torch.long),
+        token_type_ids=torch.zeros(2, 5, dtype=torch.long),
+        labels=labels,
+        index=torch.tensor([0, 1]),
+    )
     loss, _ = PredictionLoss(Student(s), teacher, DistillConfig(), regression=False)(batch)
     scored = [(0, 1), (0, 2), (1, 1)]
     want = sum(
@@ -201,6 +232,6 @@ def test_init_model_bad_vocab_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "v.txt").write_text("a\nb\n")
     assert main(["init-model", f"--vocab={tmp_path / 'v.txt'}", f"--output={tmp_path / 'o'}"]) == 2
     assert "missing [PAD]" in capsys.readouterr().err
-    cfg = load_run_config([], [])
+    cfg = load_config([], [])
     with pytest.raises(Exception, match="file not found"):
         run_init_model(cfg, str(tmp_path / "nope.txt"), str(tmp_path / "o2"))

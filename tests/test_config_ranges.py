@@ -15,12 +15,12 @@ from typing import Annotated
 import pytest
 
 from tinybert.config import (
+    Config,
     DistillConfig,
     Range,
-    RunConfig,
     StudentConfig,
     TrainConfig,
-    load_run_config,
+    load_config,
 )
 from tinybert.errors import UserError
 
@@ -33,7 +33,7 @@ class NumericKey:
     is_list: bool  # tuple[int, ...]: the range applies to each entry
 
 
-def numeric_keys(cls: type = RunConfig, prefix: str = "") -> list[NumericKey]:
+def numeric_keys(cls: type = Config, prefix: str = "") -> list[NumericKey]:
     """Every int/float key of `cls` and its sections, found through the type hints."""
     hints = typing.get_type_hints(cls, include_extras=True)
     out = []
@@ -109,7 +109,7 @@ def test_walk_finds_every_section_and_every_numeric_key_declares_a_range():
 def test_every_out_of_range_value_is_refused_naming_key_and_override(override):
     key = override.partition("=")[0]
     with pytest.raises(UserError) as info:
-        load_run_config([], [override])
+        load_config([], [override])
     message = str(info.value)
     problem = "every entry must be " if override.endswith("]") else "must be "
     assert message.startswith(f"config key '{key}' (from command line '{override}'): {problem}")
@@ -126,7 +126,7 @@ COMPANIONS = {"student.hidden_size": ["student.num_attention_heads=1"]}
     ids=lambda x: x.key if isinstance(x, NumericKey) else repr(x),
 )
 def test_range_edges_are_accepted(key, value):
-    cfg = load_run_config([], [as_override(key, value), *COMPANIONS.get(key.key, [])])
+    cfg = load_config([], [as_override(key, value), *COMPANIONS.get(key.key, [])])
     loaded = operator.attrgetter(key.key)(cfg)
     assert loaded == ((value,) if key.is_list else value)
 
@@ -186,7 +186,7 @@ REFUSED = [
 def test_listed_bad_values_are_refused(override, expected):
     key = override.partition("=")[0]
     with pytest.raises(UserError) as info:
-        load_run_config([], [override])
+        load_config([], [override])
     message = str(info.value)
     assert message.startswith(f"config key '{key}' (from command line '{override}'): ")
     assert message.endswith(expected) and "\n" not in message
@@ -194,7 +194,7 @@ def test_listed_bad_values_are_refused(override, expected):
 
 def test_grad_accum_message_exactly():
     with pytest.raises(UserError) as info:
-        load_run_config([], ["finetune.grad_accum=0"])
+        load_config([], ["finetune.grad_accum=0"])
     assert str(info.value) == (
         "config key 'finetune.grad_accum' (from command line 'finetune.grad_accum=0'): "
         "must be an integer >= 1, got 0"
@@ -202,7 +202,7 @@ def test_grad_accum_message_exactly():
 
 
 def test_documented_zeros_and_nulls_are_accepted():
-    cfg = load_run_config(
+    cfg = load_config(
         [],
         [
             "finetune.max_grad_norm=0",  # disables clipping
@@ -230,19 +230,19 @@ def test_bad_value_in_a_file_names_the_file_that_set_it(tmp_path):
     a.write_text("finetune:\n  grad_accum: 4\n  lr: 0.1\n")
     b.write_text("finetune:\n  grad_accum: 0\n")
     with pytest.raises(UserError) as info:
-        load_run_config([a, b])
+        load_config([a, b])
     assert str(info.value) == (
         f"config key 'finetune.grad_accum' (from {b}): must be an integer >= 1, got 0"
     )
     # An override fixes it; a later override's bad value is blamed on that override.
-    assert load_run_config([a, b], ["finetune.grad_accum=2"]).finetune.grad_accum == 2
+    assert load_config([a, b], ["finetune.grad_accum=2"]).finetune.grad_accum == 2
     with pytest.raises(UserError, match=r"'finetune\.lr' \(from command line 'finetune\.lr=-1'\)"):
-        load_run_config([a, b], ["finetune.grad_accum=2", "finetune.lr=-1"])
+        load_config([a, b], ["finetune.grad_accum=2", "finetune.lr=-1"])
 
 
 @pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:12", "mps"])
 def test_device_spellings_accepted(device):
-    assert load_run_config([], [f"device={device}"]).device == device
+    assert load_config([], [f"device={device}"]).device == device
 
 
 @pytest.mark.parametrize(
@@ -250,7 +250,7 @@ def test_device_spellings_accepted(device):
 )
 def test_device_bad_spelling_refused(device):
     with pytest.raises(UserError) as info:
-        load_run_config([], [f"device={device}"])
+        load_config([], [f"device={device}"])
     assert str(info.value) == (
         f"config key 'device' (from command line 'device={device}'): "
         f"must be auto, cpu, cuda, cuda:N (N = 0, 1, ...) or mps, got {device!r}"
@@ -259,7 +259,7 @@ def test_device_bad_spelling_refused(device):
 
 def test_hidden_size_must_split_evenly_across_heads():
     with pytest.raises(UserError) as info:
-        load_run_config([], ["student.hidden_size=100"])
+        load_config([], ["student.hidden_size=100"])
     message = str(info.value)
     assert message.startswith(
         "config keys 'student.hidden_size' (from command line 'student.hidden_size=100') "
@@ -267,7 +267,7 @@ def test_hidden_size_must_split_evenly_across_heads():
         "of num_attention_heads 12 (a cross-field check"
     )
     assert "\n" not in message
-    cfg = load_run_config([], ["student.hidden_size=16", "student.num_attention_heads=4"])
+    cfg = load_config([], ["student.hidden_size=16", "student.num_attention_heads=4"])
     assert (cfg.student.hidden_size, cfg.student.num_attention_heads) == (16, 4)
 
 
@@ -281,8 +281,8 @@ def test_direct_construction_is_checked_too():
         StudentConfig(hidden_size=10, num_attention_heads=4)
     with pytest.raises(UserError, match=re.escape("DistillConfig.layer_map: every entry")):
         DistillConfig(layer_map=(1, 0))
-    with pytest.raises(UserError, match="RunConfig.device"):
-        RunConfig(device="banana")
+    with pytest.raises(UserError, match="Config.device"):
+        Config(device="banana")
     with pytest.raises(UserError, match="TrainConfig.max_steps: must be an integer"):
         TrainConfig(max_steps=2.5)  # a float where an int belongs
 
@@ -306,7 +306,7 @@ def test_duplicate_key_refused_with_file_and_line(tmp_path, text, line, key):
     path = tmp_path / "dup.yaml"
     path.write_text(text)
     with pytest.raises(UserError) as info:
-        load_run_config([path])
+        load_config([path])
     assert str(info.value).startswith(f"{path}:{line}: duplicate key '{key}'")
     assert "\n" not in str(info.value)
 
@@ -316,7 +316,7 @@ def test_duplicate_key_in_an_included_file_names_that_file(tmp_path):
     main = tmp_path / "main.yaml"
     main.write_text("include: [base.yaml]\nseed: 3\n")
     with pytest.raises(UserError) as info:
-        load_run_config([main])
+        load_config([main])
     assert str(info.value) == (
         f"{tmp_path / 'base.yaml'}:3: duplicate key 'hidden_size' (first on line 2)"
     )
@@ -327,7 +327,7 @@ def test_includes_and_yaml_merge_keys_still_work(tmp_path):
     main = tmp_path / "main.yaml"
     # A key brought in by `<<` and set again beside it is an override, not a duplicate.
     main.write_text("include: base.yaml\nfinetune: &ft {lr: 0.2}\nprediction: {<<: *ft, lr: 0.3}\n")
-    cfg = load_run_config([main])
+    cfg = load_config([main])
     assert (cfg.finetune.lr, cfg.finetune.epochs, cfg.seed) == (0.2, 2.0, 1)
     assert cfg.prediction.lr == 0.3
 
@@ -336,14 +336,14 @@ def test_duplicate_key_in_an_override_value_is_refused():
     with pytest.raises(
         UserError, match=r"bad override 'student=\{hidden_size: 8, hidden_size: 16\}"
     ):
-        load_run_config([], ["student={hidden_size: 8, hidden_size: 16}"])
+        load_config([], ["student={hidden_size: 8, hidden_size: 16}"])
 
 
 def test_invalid_yaml_is_one_line_with_file_and_line(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text("finetune:\n  lr: [0.1\n")
     with pytest.raises(UserError) as info:
-        load_run_config([path])
+        load_config([path])
     assert str(info.value).startswith(f"{path}:3: not valid YAML: ")
     assert "\n" not in str(info.value)
 

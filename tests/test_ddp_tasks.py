@@ -16,6 +16,8 @@ from .test_clue import write_jsonl, write_zh_vocab
 from .test_clue_train import ner_rows
 from .test_general import cli, finish
 
+pytestmark = pytest.mark.slow  # every test here starts two processes (torchrun)
+
 
 def assert_same_weights(a: Path, b: Path) -> None:
     one, two = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")

@@ -3,12 +3,13 @@ and DDP (2 processes, gloo) equal to one process with the same global batch."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from tinybert.cli import main
 from tinybert.data.corpus import PackingOptions, prepare_corpus
 from tinybert.train.checkpoint import load_state
 
-from .conftest import TINY
+from .conftest import TINY, pausing_command, wait_until_paused
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,9 +55,16 @@ def weights(run: Path) -> dict[str, torch.Tensor]:
     return {**load_file(final / "model.safetensors"), **{f"proj.{k}": v for k, v in state.items()}}
 
 
-def cli(*args: str, torchrun: int = 0, **popen) -> subprocess.Popen:
+def cli(
+    *args: str, torchrun: int = 0, pause_after: Path | None = None, **popen
+) -> subprocess.Popen:
+    """`python -m tinybert *args` (under torchrun with `torchrun` processes), its stderr merged
+    into its stdout; with `pause_after`, it pauses once it has written that checkpoint (see
+    conftest.pausing_command)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
     launcher = [sys.executable, "-m", "tinybert"]
+    if pause_after is not None:
+        launcher = pausing_command(pause_after)
     if torchrun:
         launcher = [
             sys.executable,
@@ -70,6 +78,17 @@ def cli(*args: str, torchrun: int = 0, **popen) -> subprocess.Popen:
     return subprocess.Popen(
         [*launcher, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen
     )
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run in this process with one thread, as the children do (OMP_NUM_THREADS=1)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def finish(proc: subprocess.Popen) -> str:
@@ -130,32 +149,39 @@ def test_general_distill_vocabulary_and_precision_errors(
     assert "corpus.path" in capsys.readouterr().err
 
 
-def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, tiny_bert_dir, corpus_dir):
+def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, tiny_bert_dir, corpus_dir, capsys):
     args = gd_args(
-        tmp_path, tiny_bert_dir, corpus_dir, "general.max_steps=300", "general.save_steps=10"
+        tmp_path, tiny_bert_dir, corpus_dir, "general.max_steps=20", "general.save_steps=10"
     )
     whole = tmp_path / "whole"
-    finish(cli("general-distill", *args, f"output_dir={whole}"))
+    with one_thread():  # as the child (OMP_NUM_THREADS=1): the same float sums
+        assert main(["general-distill", *args, f"output_dir={whole}"]) == 0
 
+    # Killed at a known point: paused right after writing checkpoint-10 (before the rotation
+    # and step 11), however fast the machine.
     killed = tmp_path / "killed"
-    proc = cli("general-distill", *args, f"output_dir={killed}")
     first = killed / "general/checkpoint-10"
-    deadline = time.monotonic() + 120
-    while not first.is_dir() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc = cli("general-distill", *args, f"output_dir={killed}", pause_after=first)
+    assert proc.stdout is not None
+    try:
+        wait_until_paused(proc.stdout)
+    finally:
+        proc.send_signal(signal.SIGKILL)  # paused, or (the test failing) whatever it does
+        proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
-    assert not (killed / "general/final").exists(), "the run finished before it was killed"
+    assert first.is_dir() and not (killed / "general/final").exists()
 
-    out = finish(cli("general-distill", *args, f"output_dir={killed}", "resume=auto"))
-    assert "resumed from" in out
+    capsys.readouterr()
+    with one_thread():
+        assert main(["general-distill", *args, f"output_dir={killed}", "resume=auto"]) == 0
+    assert "resumed from" in capsys.readouterr().out
     a, b = weights(whole), weights(killed)
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key  # bit for bit
 
 
+@pytest.mark.slow  # DDP, two processes
 def test_two_process_ddp_equals_one_process_and_resumes_across_world_sizes(
     tmp_path, tiny_bert_dir, corpus_dir
 ):

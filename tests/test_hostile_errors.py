@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 
 from tinybert.cli import main
-from tinybert.config import RunConfig, TaskConfig, load_run_config
+from tinybert.config import Config, TaskConfig, load_config
 from tinybert.data import get_task, read_examples
 from tinybert.data.sick import COLUMNS as SICK_COLUMNS
 from tinybert.data.task_data import load_task_data
 from tinybert.data.tasks import ExampleStream
 from tinybert.errors import UserError
-from tinybert.model import load_config
+from tinybert.model import load_model_config
 from tinybert.predict import read_records
 
 from .test_export import make_classifier
@@ -46,7 +46,7 @@ def one_line(capsys, *needles: str) -> str:
 # --------------------------------------------------------------------------- config value types
 
 
-def config_keys(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, bool]]:
+def config_keys(cls: type = Config, prefix: str = "") -> list[tuple[str, bool]]:
     """(dotted key, is a list) for every leaf key of the config, found through the type hints
     (as tests/test_config_ranges.py walks them), so a new key is covered without listing it."""
     hints = typing.get_type_hints(cls)
@@ -87,7 +87,7 @@ def test_the_walk_finds_scalar_and_list_keys_of_every_section():
 def test_a_list_or_mapping_of_the_wrong_shape_is_refused_in_one_line(key, text, value, tmp_path):
     override = f"{key}={text}"
     with pytest.raises(UserError) as info:
-        load_run_config([], [override])
+        load_config([], [override])
     message = str(info.value)
     assert message.startswith(f"config key '{key}' (from command line '{override}'): expected ")
     assert message.endswith(f", got {value!r}") and "\n" not in message
@@ -97,7 +97,7 @@ def test_a_list_or_mapping_of_the_wrong_shape_is_refused_in_one_line(key, text, 
     path = tmp_path / "bad.yaml"
     path.write_text(yaml_text + f"{'  ' * len(sections)}{name}: {text}\n")
     with pytest.raises(UserError) as info:
-        load_run_config([path], [])
+        load_config([path], [])
     assert str(info.value).startswith(f"config key '{key}' (from {path}): expected ")
 
 
@@ -123,13 +123,13 @@ def test_config_file_not_utf8_is_one_line_naming_the_file(tmp_path, capsys):
     assert "UTF-16" not in line
     bom8 = tmp_path / "bom8.yaml"  # UTF-8 with a byte-order mark is UTF-8
     bom8.write_text("\ufefftask:\n  name: cola\n", encoding="utf-8")
-    assert load_run_config([bom8]).task.name == "cola"
+    assert load_config([bom8]).task.name == "cola"
 
 
 def test_a_model_config_json_not_utf8_is_one_line(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "bert"}', encoding="utf-16")
     with pytest.raises(UserError, match="config.json: not UTF-8 text; save it as UTF-8"):
-        load_config(tmp_path)
+        load_model_config(tmp_path)
 
 
 def test_other_malformed_yaml_is_one_line(tmp_path, capsys):

@@ -16,7 +16,7 @@ import torch
 
 from tinybert import evaluate as evaluate_module
 from tinybert.cli import main
-from tinybert.config import load_run_config
+from tinybert.config import load_config
 from tinybert.errors import UserError
 from tinybert.model import BertConfig, BertModel, save_model
 from tinybert.paths import (
@@ -166,7 +166,7 @@ def test_evaluate_output_into_its_model_or_inputs_is_refused(
 
 
 def test_evaluate_default_output_in_the_model_folder_is_allowed(classifier, sst2_dir):
-    cfg = load_run_config([], [*sst2_args(sst2_dir), f"teacher={classifier}"])
+    cfg = load_config([], [*sst2_args(sst2_dir), f"teacher={classifier}"])
     for out in (classifier / "eval_results.json", classifier / "." / "eval_results.json"):
         evaluate_module.check_output(cfg, out, str(classifier))  # no error
 
@@ -260,7 +260,7 @@ def test_predict_evaluate_export_benchmark_into_unwritable_folders(
         raise AssertionError("the work ran before its output was checked")
 
     monkeypatch.setattr(evaluate_module, "run_evaluate", never)
-    monkeypatch.setattr("tinybert.speed.run_benchmark", never)
+    monkeypatch.setattr("tinybert.benchmark.run_benchmark", never)
     monkeypatch.setattr("tinybert.export.onnx.export_for_task", never)
     ro = tmp_path / "ro"
     ro.mkdir()

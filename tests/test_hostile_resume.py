@@ -23,8 +23,8 @@ from tinybert.cli import main
 from tinybert.config import TaskConfig
 from tinybert.data.corpus import PackingOptions, open_corpus, prepare_corpus
 from tinybert.data.task_data import load_task_data
-from tinybert.recipes.common import train_data
 from tinybert.recipes.general_distill import corpus_content
+from tinybert.train.loop import TrainData
 from tinybert.train.resume import HASH_ROWS, data_fingerprint
 
 from .conftest import write_sst2, write_tiny_bert, write_vocab
@@ -89,7 +89,7 @@ def fingerprint(bert: Path, data: Path) -> str:
     loaded = load_task_data(
         TaskConfig(name="sst2", data_dir=str(data), max_seq_length=16), bert, 42
     )
-    train = train_data(loaded)
+    train = TrainData.of_task(loaded)
     return data_fingerprint(np.asarray(train.lengths), train.collate, train.content)
 
 

@@ -72,15 +72,16 @@ def test_rotation_keeps_newest_complete_checkpoints(tmp_path):
 
 def test_fp16_on_cpu_is_a_clear_error(tmp_path):
     from tinybert.errors import UserError
-    from tinybert.train.loop import RunContext, TrainData, Trainer
+    from tinybert.train.loop import StageContext, TrainData, Trainer
+    from tinybert.train.objective import FunctionObjective
 
     with pytest.raises(UserError, match="fp16 needs a CUDA GPU"):
         Trainer(
             TrainConfig(precision="fp16"),
-            RunContext(tmp_path, torch.device("cpu"), save_model=lambda m, d: None),
+            StageContext(tmp_path, torch.device("cpu"), save_model=lambda m, d: None),
             "stage",
             model=torch.nn.Linear(2, 2),
-            loss_fn=lambda b: None,
+            loss_fn=FunctionObjective(lambda b: (torch.zeros(()), {})),
             data=TrainData([1], lambda i: {}),
         )
 
@@ -90,14 +91,24 @@ def test_overflowing_fp16_steps_are_skipped_and_counted(tmp_path):
     gradients overflow leaves the weights alone, halves the scale and is counted in the log."""
     import json
 
-    from tinybert.train.loop import RunContext, TrainData, Trainer
+    from tinybert.train.loop import StageContext, TrainData, Trainer
+    from tinybert.train.objective import FunctionObjective
 
     model = torch.nn.Linear(1, 1, bias=False)
     torch.nn.init.ones_(model.weight)
     inputs = [1.0, 1e35, 1.0]  # step 2: the loss is finite, loss x scale (2^16) is not
 
     def loss_fn(batch):
-        return model(torch.tensor([[inputs[int(batch["i"][0])]]])).sum(), {}
+        return model(torch.tensor([[inputs[int(batch.index[0])]]])).sum(), {}
+
+    def collate(idx):  # the row number rides in index
+        one = torch.ones(len(idx), 1, dtype=torch.long)
+        return {
+            "input_ids": one,
+            "attention_mask": one,
+            "token_type_ids": one,
+            "index": torch.tensor(idx),
+        }
 
     cfg = TrainConfig(
         epochs=1,
@@ -111,11 +122,11 @@ def test_overflowing_fp16_steps_are_skipped_and_counted(tmp_path):
     )
     trainer = Trainer(
         cfg,
-        RunContext(tmp_path, torch.device("cpu"), save_model=lambda m, d: None),
+        StageContext(tmp_path, torch.device("cpu"), save_model=lambda m, d: None),
         "",
         model=model,
-        loss_fn=loss_fn,
-        data=TrainData([1, 1, 1], lambda idx: {"i": torch.tensor(idx)}),
+        loss_fn=FunctionObjective(loss_fn),
+        data=TrainData([1, 1, 1], collate),
     )
     trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
     trainer._finish = lambda: None  # no model directory to write for a bare Linear
@@ -131,3 +142,24 @@ def test_overflowing_fp16_steps_are_skipped_and_counted(tmp_path):
     ]
     # Adam moves a weight by ~lr per real step; the lr decays 0.1, 0.067 (skipped), 0.033.
     assert model.weight.item() == pytest.approx(1 - 0.1 - 0.1 / 3, abs=1e-4)
+
+
+def test_batch_from_collated_rows_and_its_global_counts():
+    """The loop's Batch: model inputs, labels and index from collated rows (a corpus has
+    neither); the row share is 1 unless the loop gave the global batch's row count."""
+    from dataclasses import replace
+
+    from tinybert.train.objective import Batch
+
+    ids = torch.ones(2, 3, dtype=torch.long)
+    rows = {"input_ids": ids, "attention_mask": ids, "token_type_ids": ids * 0}
+    corpus = Batch.from_rows(rows)
+    assert corpus.labels is None and corpus.index is None and corpus.row_share() == 1.0
+    assert set(corpus.inputs()) == {"input_ids", "attention_mask", "token_type_ids"}
+    with pytest.raises(ValueError, match="no labels"):
+        corpus.require_labels()
+    task = Batch.from_rows({**rows, "labels": torch.tensor([0, 1]), "index": torch.tensor([5, 7])})
+    assert task.require_index().tolist() == [5, 7]
+    slice_ = replace(task, norm_rows=torch.tensor(8.0)).to(torch.device("cpu"))
+    assert float(slice_.row_share()) == 0.25  # 2 of the global batch's 8 rows
+    assert slice_.labels is not None and slice_.norm_tokens is None

@@ -14,8 +14,8 @@ from tinybert.model import (
     BertForSequenceClassification,
     BertForTokenClassification,
     BertModel,
-    load_config,
     load_model,
+    load_model_config,
     save_model,
 )
 
@@ -267,13 +267,13 @@ def test_missing_files_name_the_path(tmp_path):
 def test_bad_config_and_corrupt_weights(tmp_path):
     (tmp_path / "config.json").write_text('{\n  "hidden_size": 32,\n  oops\n}')
     with pytest.raises(UserError, match=r"config.json:3: invalid JSON"):
-        load_config(tmp_path)
+        load_model_config(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "roberta"}))
     with pytest.raises(UserError, match="model_type is 'roberta'"):
-        load_config(tmp_path)
+        load_model_config(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({**TINY, "num_attention_heads": 5}))
     with pytest.raises(UserError, match="config.json: model config: hidden_size 32"):
-        load_config(tmp_path)
+        load_model_config(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps(BertConfig(**TINY).to_dict()))
     (tmp_path / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(UserError, match="model.safetensors: cannot read weights"):

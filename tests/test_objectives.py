@@ -13,6 +13,7 @@ from tinybert.distill.student import build_student
 from tinybert.errors import UserError
 from tinybert.model import BertConfig, BertForSequenceClassification
 from tinybert.train.loop import TrainData
+from tinybert.train.objective import Batch
 
 from .conftest import TINY
 
@@ -81,11 +82,15 @@ def test_student_equal_to_teacher_has_zero_intermediate_loss(teacher):
     student.eval()
     identity = HiddenProjection(32, 32, 3, shared=True)  # a learned map, set to the identity
     torch.nn.init.eye_(identity.layers[0].weight)
-    loss, parts = IntermediateLoss(student, teacher, identity, [1, 2], DistillConfig())(batch())
+    loss, parts = IntermediateLoss(student, teacher, identity, [1, 2], DistillConfig())(
+        Batch.from_rows(batch())
+    )
     assert loss.item() == pytest.approx(0.0, abs=1e-10)
     assert set(parts) == {"att_loss", "hid_loss", "emb_loss"}
     # A mismatched map (student layer 1 <- teacher layer 2) is not zero.
-    loss, _ = IntermediateLoss(student, teacher, identity, [2, 2], DistillConfig())(batch())
+    loss, _ = IntermediateLoss(student, teacher, identity, [2, 2], DistillConfig())(
+        Batch.from_rows(batch())
+    )
     assert loss.item() > 1e-5
 
 
@@ -98,7 +103,9 @@ def test_intermediate_loss_trains_student_and_projection_not_teacher(teacher):
         **HEAD,
     )
     projection = HiddenProjection(16, 32, 2, shared=False)
-    loss, _ = IntermediateLoss(student, teacher, projection, [2], DistillConfig())(batch())
+    loss, _ = IntermediateLoss(student, teacher, projection, [2], DistillConfig())(
+        Batch.from_rows(batch())
+    )
     loss.backward()
     assert all(p.grad is None for p in teacher.parameters())
     assert student.bert.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
@@ -124,7 +131,7 @@ def test_prediction_loss_looks_up_cached_logits_by_index(teacher):
     loss_fn = PredictionLoss(teacher, logits, DistillConfig(), regression=False)
     p = torch.softmax(logits, -1)
     entropy = -(p * p.log()).sum(-1).mean()  # soft CE of a model against itself
-    assert loss_fn(reordered)[0].item() == pytest.approx(entropy.item(), abs=1e-6)
+    assert loss_fn(Batch.from_rows(reordered))[0].item() == pytest.approx(entropy.item(), abs=1e-6)
 
 
 class _Fixed(torch.nn.Module):
@@ -150,14 +157,18 @@ def test_hard_label_term_adds_weighted_cross_entropy_on_gold_labels():
         + torch.log(torch.tensor(2.0))
     ) / 3
     for w in (0.0, 0.5):
-        loss, _ = PredictionLoss(_Fixed(s), t, DistillConfig(hard_label_weight=w), False)(b)
+        loss, _ = PredictionLoss(_Fixed(s), t, DistillConfig(hard_label_weight=w), False)(
+            Batch.from_rows(b)
+        )
         torch.testing.assert_close(loss, soft + w * hard)
 
 
 def test_hard_label_term_for_regression_is_mse_to_the_gold_score():
     s, t = torch.tensor([[1.0], [3.0]]), torch.tensor([[2.0], [2.0]])
     b = {**batch(2), "labels": torch.tensor([1.5, 4.0])}
-    loss, _ = PredictionLoss(_Fixed(s), t, DistillConfig(hard_label_weight=2.0), True)(b)
+    loss, _ = PredictionLoss(_Fixed(s), t, DistillConfig(hard_label_weight=2.0), True)(
+        Batch.from_rows(b)
+    )
     # teacher MSE (1 + 1) / 2 = 1; gold MSE (0.25 + 1) / 2 = 0.625
     torch.testing.assert_close(loss, torch.tensor(1.0 + 2.0 * 0.625))
 

@@ -2,7 +2,7 @@
 a timing probe only where it says nothing, and only a clear probe answer cached.
 
 No test here depends on this machine's CPU: the flag reader, torch's capability and the probe
-are replaced (one test runs the real probe, asserting only that it answers)."""
+are replaced (one test runs the real probe's matmuls on a clock of its own)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from tinybert.cli import build_parser, main
-from tinybert.config import AugmentConfig, RunConfig, TrainConfig, load_run_config
+from tinybert.config import AugmentConfig, Config, TrainConfig, load_config
 from tinybert.errors import UserError
 from tinybert.evaluate import run_evaluate
 from tinybert.export.backend import serving_precision
@@ -242,16 +242,34 @@ def test_other_devices_and_explicit_precisions(probe, monkeypatch):
     assert probe["calls"] == 0  # only a CPU is measured
 
 
-def test_real_probe_on_this_cpu():
-    times = precision.bf16_probe_times(rounds=2, size=64, repeats=1)
-    assert len(times) == 2 and all(f > 0 and b > 0 for f, b in times)
+def test_real_probe_times_each_precision_back_to_back(monkeypatch):
+    """The real probe's matmuls run (fp32 then bf16, `repeats` each, per round, after one
+    warm-up of each) on a clock that only they move: fp32 costs 1 s, bf16 3 s. Each round then
+    reads exactly (repeats x 1 s, repeats x 3 s), and judge_probe calls bf16 clearly slower."""
+    clock = {"now": 0.0}
+    cost = {torch.float32: 1.0, torch.bfloat16: 3.0}
+    seen: list[torch.dtype] = []
+    real_matmul = torch.Tensor.__matmul__
+
+    def timed_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        seen.append(a.dtype)
+        clock["now"] += cost[a.dtype]
+        return real_matmul(a, b)
+
+    monkeypatch.setattr(torch.Tensor, "__matmul__", timed_matmul)
+    monkeypatch.setattr(precision.time, "perf_counter", lambda: clock["now"])
+    times = precision.bf16_probe_times(rounds=2, size=64, repeats=2)
+    assert times == [(2.0, 6.0), (2.0, 6.0)]
+    fp32, bf16 = torch.float32, torch.bfloat16
+    assert seen == [fp32, bf16] + [fp32, fp32, bf16, bf16] * 2
+    assert judge_probe(times) == (False, True, pytest.approx(1 / 3))
 
 
 # --------------------------------------------------------------------------- auto everywhere
 
 
 def _precision_fields(cls: type, prefix: str = "") -> dict[str, object]:
-    """Every `precision` default in the RunConfig tree, by dotted key."""
+    """Every `precision` default in the Config tree, by dotted key."""
     found: dict[str, object] = {}
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -263,7 +281,7 @@ def _precision_fields(cls: type, prefix: str = "") -> dict[str, object]:
 
 
 def test_every_default_is_auto():
-    defaults = _precision_fields(RunConfig)
+    defaults = _precision_fields(Config)
     assert set(defaults) >= {
         "finetune.precision",
         "intermediate.precision",
@@ -282,7 +300,7 @@ def test_every_default_is_auto():
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_says_auto(path):
-    cfg = load_run_config([str(path)], [])
+    cfg = load_config([str(path)], [])
     sections = ("finetune", "intermediate", "prediction", "general")
     assert [getattr(cfg, s).precision for s in sections] == ["auto"] * 4
     assert cfg.augment.precision == "auto"

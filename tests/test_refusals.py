@@ -420,12 +420,12 @@ def test_unknown_selection_metric_is_refused_before_training(
 CONSTANT_WARNING = "predicts one class for every dev row"
 
 
-def test_constant_predictor_warning(tmp_path, tiny_bert_dir, capsys):
+@pytest.mark.slow  # 96 steps, to learn the task
+def test_no_constant_predictor_warning_for_a_model_that_learned(tmp_path, tiny_bert_dir, capsys):
     sst2 = write_sst2(tmp_path / "SST-2")
-    args = train_args(tmp_path, tiny_bert_dir, sst2)
     # A model that learned the task: two classes predicted, no warning.
     learned = [
-        *args,
+        *train_args(tmp_path, tiny_bert_dir, sst2),
         "finetune.max_steps=null",
         "finetune.epochs=16",
         "finetune.lr=3e-3",
@@ -436,6 +436,11 @@ def test_constant_predictor_warning(tmp_path, tiny_bert_dir, capsys):
     evals, done = read_log(tmp_path / "learned/teacher/metrics.jsonl")
     assert done["best_metric"] > 0.9
     assert CONSTANT_WARNING not in captured.out + captured.err
+
+
+def test_constant_predictor_warning(tmp_path, tiny_bert_dir, capsys):
+    sst2 = write_sst2(tmp_path / "SST-2")
+    args = train_args(tmp_path, tiny_bert_dir, sst2)
     # Every dev row the same sentence: whatever the model learned, it answers one class.
     dev = sst2 / "dev.tsv"
     dev.write_text("sentence\tlabel\n" + "the film was good\t1\nthe film was good\t0\n" * 4)

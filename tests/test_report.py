@@ -436,13 +436,13 @@ def test_parameter_count_reads_the_safetensors_header(tmp_path: Path) -> None:
 
 def test_file_names_match_their_writers() -> None:
     """report/files.py spells the writers' file names again (their modules import torch)."""
-    from tinybert import evaluate, speed
+    from tinybert import benchmark, evaluate
     from tinybert.export import onnx
     from tinybert.train import loop
 
     assert files.INIT_FILE == loop.INIT_FILE
     assert files.EVAL_FILE == evaluate.RESULTS_FILE
-    assert files.SPEED_FILE == speed.SPEED_FILE
+    assert files.SPEED_FILE == benchmark.SPEED_FILE
     assert files.EXPORT_FILE == onnx.REPORT_FILE
 
 

@@ -25,10 +25,10 @@ from tinybert.cli import main
 from tinybert.distill import objectives
 from tinybert.errors import UserError
 from tinybert.train import checkpoint as ckpt
-from tinybert.train import reporting
+from tinybert.train import progress as progress_module
 from tinybert.train.health import WEIGHT_LIMIT
 from tinybert.train.loop import Trainer
-from tinybert.train.reporting import Progress
+from tinybert.train.progress import Progress
 
 from .conftest import TINY, sst2_rows, write_sst2, write_vocab
 
@@ -175,7 +175,11 @@ def check_stopped(proc: subprocess.Popen, stage: Path, signum: int) -> int:
 
 
 @pytest.mark.parametrize(
-    ("signum", "moments"), [(signal.SIGINT, (3, 12)), (signal.SIGTERM, (7,))], ids=["INT", "TERM"]
+    ("signum", "moments"),
+    [
+        pytest.param(signal.SIGINT, (3, 12), id="INT", marks=pytest.mark.slow),  # two children
+        pytest.param(signal.SIGTERM, (7,), id="TERM"),
+    ],
 )
 def test_signal_stops_at_a_step_boundary_and_resume_is_exact(
     inputs, uninterrupted, signum, moments
@@ -201,6 +205,7 @@ def test_signal_stops_at_a_step_boundary_and_resume_is_exact(
         assert {"step": step, "resumed_from": step} in read_jsonl(stage / "metrics.jsonl")
 
 
+@pytest.mark.slow  # DDP, two processes
 def test_under_torchrun_every_process_stops_at_the_same_step(inputs, tmp_path):
     """SIGTERM to process 1 alone: both processes stop after the same step (the flag is
     all-reduced at step boundaries), and process 0 saves it."""
@@ -685,7 +690,7 @@ def test_progress_is_plain_lines_without_a_terminal():
 
 
 def test_training_off_a_terminal_logs_plain_progress(inputs, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(reporting, "PROGRESS_INTERVAL_S", 0.0)
+    monkeypatch.setattr(progress_module, "PROGRESS_INTERVAL_S", 0.0)
     assert main(["finetune", *ft_args(inputs, tmp_path / "out", "finetune.max_steps=3")]) == 0
     err = capsys.readouterr().err
     assert "\r" not in err

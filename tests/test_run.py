@@ -10,18 +10,17 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from safetensors.numpy import load_file
 
 from tinybert.cli import main
-from tinybert.config import load_run_config
+from tinybert.config import load_config
 from tinybert.errors import TRIVIAL_STUDENT_EXIT, WEAK_TEACHER_EXIT, UserError
 from tinybert.pipeline.stages import plan
 
-from .conftest import TINY, write_sst2
+from .conftest import TINY, pausing_command, wait_until_paused, write_sst2
 from .test_augment import vectors_for
 from .test_report import parse
 
@@ -57,6 +56,10 @@ def run_args(out: Path, bert: Path, sst2: Path, stages: str = STAGES) -> list[st
     ]
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
 def stages_of(out: Path) -> dict[str, dict]:
     return {s["name"]: s for s in json.loads((out / "run.json").read_text())["stages"]}
 
@@ -87,7 +90,10 @@ def test_run_writes_every_stage_wired_and_recorded(finished_run):
     distill_cfg = (out / "student/prediction/config.yaml").read_text()
     assert f"teacher: {teacher}" in distill_cfg
     for model in (teacher, student):
-        assert json.loads((model / "eval_results.json").read_text())["accuracy"] > 0
+        # evaluate's score of best/ is the dev score training kept it for
+        done = next(r for r in read_jsonl(model.parent / "metrics.jsonl") if r.get("done"))
+        accuracy = json.loads((model / "eval_results.json").read_text())["accuracy"]
+        assert accuracy == pytest.approx(done["best_metric"], abs=1e-9)
         assert (model / "onnx/model_int8.onnx").is_file()
         speed = json.loads((model / "speed.json").read_text())
         assert {(r["backend"], r["precision"]) for r in speed["results"]} == {
@@ -174,20 +180,32 @@ def test_changed_setting_of_a_finished_stage_is_reported(finished_run, tmp_path,
     assert stages_of(copy)["finetune"]["status"] == "failed"
 
 
+@pytest.mark.slow  # the whole run again in a child
 def test_killed_run_continues_to_the_same_result(finished_run, tmp_path):
     out, args = finished_run
     other = tmp_path / "out"
     moved = [a.replace(str(out), str(other)) for a in args]
     cmd = [sys.executable, "-m", "tinybert", "run", *moved]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # SIGTERM at a known point: the child pauses right after writing phase 1's checkpoint-10
+    # and says so on stderr; the signal ends the pause, and the loop stops at that step.
     mark = other / "student/intermediate/checkpoint-10"
-    deadline = time.time() + 120
-    while not mark.is_dir() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    err = proc.communicate(timeout=120)[1].decode()
+    proc = subprocess.Popen(
+        pausing_command(mark, "run", *moved),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    try:
+        err = wait_until_paused(proc.stderr)
+        proc.send_signal(signal.SIGTERM)
+        err += proc.communicate(timeout=300)[1].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()  # a failing test leaves no child behind
     assert proc.returncode == 143, err  # stopped in phase 1, the step saved
+    assert "stopped by SIGTERM at step 10 of" in err and str(mark) in err, err
     assert stages_of(other)["task-distill"]["status"] == "interrupted"
     assert stages_of(other)["finetune"]["status"] == "done"
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -218,7 +236,7 @@ def test_report_rebuilds_from_files_alone(finished_run, tmp_path, capsys):
 
 def test_plan_refuses_runs_that_cannot_work(tmp_path):
     def refused(*overrides: str) -> str:
-        cfg = load_run_config([], list(overrides))
+        cfg = load_config([], list(overrides))
         with pytest.raises(UserError) as e:
             plan(cfg, [], list(overrides))
         return str(e.value)
@@ -244,7 +262,7 @@ def test_stage_order_is_checked_in_the_config(capsys):
 
 
 def test_a_section_keeps_its_own_defaults_when_a_file_sets_one_key():
-    cfg = load_run_config([], ["general.lr=1e-4", "intermediate.lr=1e-4"])
+    cfg = load_config([], ["general.lr=1e-4", "intermediate.lr=1e-4"])
     assert cfg.general.weight_decay == 1e-4 and cfg.general.group_by_length is False
     assert cfg.intermediate.epochs == 10
 
@@ -289,6 +307,7 @@ def test_evaluate_rewrites_the_card_of_a_stage_model_only(finished_run, tmp_path
     assert not (loose / "README.md").exists()
 
 
+@pytest.mark.slow  # DDP, two processes
 def test_run_under_torchrun_trains_in_parallel_and_works_once(tmp_path, tiny_bert_dir, sst2_dir):
     """Two gloo processes: training stages data-parallel, the others on the main process."""
     from .test_general import cli, finish

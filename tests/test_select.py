@@ -12,7 +12,7 @@ import torch
 import transformers
 
 from tinybert.cli import main
-from tinybert.config import StudentConfig, load_run_config
+from tinybert.config import StudentConfig, load_config
 from tinybert.data.corpus import PackingOptions, prepare_corpus
 from tinybert.distill.student import build_student, resolve_start
 from tinybert.errors import UserError
@@ -390,8 +390,8 @@ def test_run_with_general_distill_takes_gd_starts_and_wires_td_to_its_student(in
         "corpus.path=c",
         f"student.init={init}",
     ]
-    stages = plan(load_run_config([], overrides), [], overrides)
+    stages = plan(load_config([], overrides), [], overrides)
     assert "student.init=checkpoint" in stages[1].overrides  # TD starts from GD's student
     bad = [*overrides[:-1], "student.init=checkpoint", "student.path=x"]
     with pytest.raises(UserError, match="student.init=checkpoint asks for another start"):
-        plan(load_run_config([], bad), [], bad)
+        plan(load_config([], bad), [], bad)

@@ -20,8 +20,8 @@ from tinybert.cli import main
 from tinybert.config import TaskConfig
 from tinybert.data.task_data import load_task_data
 from tinybert.model import load_model
-from tinybert.recipes.common import train_data
 from tinybert.train.distributed import Dist
+from tinybert.train.loop import TrainData
 
 from .conftest import TINY, write_sst2, write_tiny_bert
 from .test_general import cli, finish
@@ -94,7 +94,7 @@ def assert_same_run(a: Path, b: Path, tol: float) -> None:
         torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=tol, msg=k)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", pytest.param("bf16", marks=pytest.mark.slow)])
 def test_cached_losses_equal_live_teacher(tmp_path, teacher, data, monkeypatch, capsys, precision):
     """Every step's four losses, and the weights after 3 epochs, equal a run that computes the
     teacher each step. Not bit for bit: the cache pass batches rows differently (by length)
@@ -142,7 +142,7 @@ def plan_for(teacher: Path, data: Path, folder: Path, **changes) -> tuple[tc.Cac
         folder=folder,
         budget_gb=1.0,
         fingerprint={"teacher": "t", "data": "d", "layer_map": [1, 2], "attention": True},
-        data=train_data(task),
+        data=TrainData.of_task(task),
         batch_size=8,
         device=torch.device("cpu"),
         precision="fp32",
@@ -242,6 +242,7 @@ def test_resume_reuses_the_cache_and_matches_an_uninterrupted_run(
     assert_same_run(whole, cut, 1e-6)
 
 
+@pytest.mark.slow  # DDP, two processes
 def test_two_processes_cache_their_shards_and_equal_one_process(tmp_path, teacher, data):
     """DDP (2 processes, gloo): each process writes its own shard (rows rank, rank + 2, ...),
     both read every shard, and the weights equal one process's run without a cache."""

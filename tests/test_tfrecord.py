@@ -10,7 +10,7 @@ import pytest
 from tfrecord.writer import TFRecordWriter
 
 from tinybert.cli import main
-from tinybert.config import load_run_config
+from tinybert.config import load_config
 from tinybert.data.corpus import CorpusDataset, open_corpus
 from tinybert.data.task_data import load_task_data
 from tinybert.errors import UserError
@@ -102,7 +102,7 @@ def test_tfrecord_converts_to_shards_with_the_same_rows(tmp_path, tiny_bert_dir)
 def test_task_distillation_reads_tfrecord_splits(tmp_path, tiny_bert_dir):
     train, dev = seed_rows(12, 2, labels=True), seed_rows(5, 3, labels=True)
     folder = write_seed_dataset(tmp_path / "sst2", {"train.tfrecord": train, "dev.tfrecord": dev})
-    cfg = load_run_config([], [f"task.data_dir={folder}", "task.name=sst2"]).task
+    cfg = load_config([], [f"task.data_dir={folder}", "task.name=sst2"]).task
     data = load_task_data(cfg, str(tiny_bert_dir), seed=0)
     assert len(data.train) == 12 and len(data.dev["dev"]) == 5
     item = data.train[3]
@@ -111,7 +111,7 @@ def test_task_distillation_reads_tfrecord_splits(tmp_path, tiny_bert_dir):
     assert item["token_type_ids"] == train[3]["segment_ids"][:n]
 
     limited = load_task_data(
-        load_run_config([], [f"task.data_dir={folder}", "task.max_train_examples=4"]).task,
+        load_config([], [f"task.data_dir={folder}", "task.max_train_examples=4"]).task,
         str(tiny_bert_dir),
         seed=0,
     )
@@ -171,7 +171,7 @@ def test_task_labels_and_token_ids_are_checked(tmp_path, tiny_bert_dir):
     folder = write_seed_dataset(
         tmp_path / "sst2", {"train.tfrecord": rows, "dev.tfrecord": rows[:1]}
     )
-    cfg = load_run_config([], [f"task.data_dir={folder}"]).task
+    cfg = load_config([], [f"task.data_dir={folder}"]).task
     with pytest.raises(UserError, match=r"train\*.tfrecord: record 1: label_ids 5"):
         load_task_data(cfg, str(tiny_bert_dir), seed=0)
 
@@ -185,6 +185,6 @@ def test_token_task_tfrecord_data_is_refused(tmp_path, tiny_bert_dir):
     """The seed's NER records hold one tag per token: never read as one label per sentence."""
     rows = seed_rows(4, 0, labels=True)
     folder = write_seed_dataset(tmp_path / "ner", {"train.tfrecord": rows, "dev.tfrecord": rows})
-    cfg = load_run_config([], [f"task.data_dir={folder}", "task.name=cluener"]).task
+    cfg = load_config([], [f"task.data_dir={folder}", "task.name=cluener"]).task
     with pytest.raises(UserError, match="TFRecord data is read for sentence.*train.json"):
         load_task_data(cfg, str(tiny_bert_dir), seed=0)

@@ -1,6 +1,6 @@
 """Run configuration: frozen dataclasses loaded from YAML with dotted command-line overrides.
 
-    cfg = load_run_config(["configs/sst2.yaml"], ["prediction.lr=3e-5", "task.max_seq_length=64"])
+    cfg = load_config(["configs/sst2.yaml"], ["prediction.lr=3e-5", "task.max_seq_length=64"])
 
 Every key is checked when the file is read: an unknown key (a typo), a value of the wrong type or
 outside the key's declared range is a `UserError` naming the dotted key, the file it came from and
@@ -9,6 +9,10 @@ numeric key declares its range on its field (`Annotated[int, Range(ge=1)]`); the
 check it on construction too, so configs built in Python are held to the same rules. A YAML file
 may pull in others with `include: [relative/path.yaml, ...]`; later files and then the overrides
 win, key by key. The same key twice in one YAML mapping is an error (YAML would keep the last).
+
+The comment above (or beside) each field is its documentation: scripts/gen_docs.py turns the
+fields, their defaults, ranges and comments into the configuration reference of the docs site,
+and tests/test_docs.py fails if a key has none.
 """
 
 from __future__ import annotations
@@ -157,24 +161,31 @@ MAX_SEED = 2**32 - 1
 class TaskConfig(_Checked):
     """Which task, where its files are, and how they are tokenised."""
 
-    # sst2 mnli qnli cola mrpc qqp stsb rte wnli (GLUE), tnews cluener (CLUE), jsonl csv (yours)
+    # sst2 mnli qnli cola mrpc qqp stsb rte wnli (GLUE), tnews cluener (CLUE), sick-e sick-r
+    # (SICK), jsonl csv (your own data); official spellings such as SST-2 work too
     name: str = "sst2"
-    data_dir: str = ""  # folder holding the task's official files (train.tsv, dev.tsv, ...)
-    labels: tuple[str, ...] | None = None  # class names, only for the generic jsonl/csv tasks
-    regression: bool = False  # only for the generic jsonl/csv tasks
-    # At least [CLS] a [SEP] b [SEP]; the model's position table limits it further (checked later).
+    # folder holding the task's files (train.tsv, dev.tsv, ...: see the file formats guide); one
+    # holding schema.json is read as the seed's TFRecord data (train*/dev*.tfrecord)
+    data_dir: str = ""
+    labels: tuple[str, ...] | None = None  # jsonl/csv only: class names in index order
+    regression: bool = False  # jsonl/csv only: the label is a number
+    # Tokens per example incl. [CLS]/[SEP] (at least [CLS] a [SEP] b [SEP]); pairs truncate
+    # longest-first, batches pad only to their longest example. More than a model's
+    # max_position_embeddings is refused at start (finetune, task-distill, evaluate); augment
+    # caps it at its MLM's.
     max_seq_length: Annotated[int, Range(ge=5, le=8192)] = 128
     # train on a seeded random sample of N training rows (demo, quick runs)
     max_train_examples: Annotated[int, Range(ge=1)] | None = None
     max_eval_examples: Annotated[int, Range(ge=1)] | None = None  # first N rows of each dev split
-    on_bad_row: Literal["raise", "skip"] = "raise"  # skip: drop malformed rows and count them
+    # raise: a malformed row or unknown label stops with file:line; skip: drop and count it
+    # (evaluate's JSON: skipped_rows). Blank lines are always skipped and counted, with a warning.
+    on_bad_row: Literal["raise", "skip"] = "raise"
     # The dev metric that picks best/ (null: the task's own: accuracy, acc_and_f1 for MRPC/QQP,
     # mcc for CoLA, pearson for STS-B, entity f1 for CLUENER). One of the task's metrics.
     metric: str | None = None
     # A tokenizer with fewer tokens than the model's embedding rows is refused (a truncated or
     # wrong vocab.txt turns words into [UNK]); true accepts it, e.g. for a table padded to x8.
     allow_smaller_vocab: bool = False
-    # A data_dir holding schema.json is read as the seed's TFRecord data (train*/dev*.tfrecord).
     # Train on this file (in the task's own format, e.g. `tinybert augment` output) instead of
     # the train split in data_dir; "" = data_dir's. Dev splits still come from data_dir.
     train_file: str = ""
@@ -184,13 +195,16 @@ class TaskConfig(_Checked):
 class CorpusConfig(_Checked):
     """General distillation's data."""
 
-    path: str = ""  # a folder made by `tinybert prepare-corpus`, or a seed TFRecord folder
+    # a folder made by `tinybert prepare-corpus` (meta.json), or a seed TFRecord folder
+    # (schema.json); `tinybert run`: "" = <output_dir>/corpus
+    path: str = ""
     # use only the first N sequences (demo, quick runs)
     max_sequences: Annotated[int, Range(ge=1)] | None = None
     # `tinybert run`'s prepare-corpus stage: the raw text (files or globs: plain, WikiExtractor,
     # .gz/.bz2) it packs into corpus.path ("" there = <output_dir>/corpus), tokenised by GD's teacher
     inputs: tuple[str, ...] = ()
-    max_seq_length: Annotated[int, Range(ge=5, le=8192)] = 128  # tokens per packed sequence
+    # `tinybert run`'s prepare-corpus stage: tokens per packed sequence
+    max_seq_length: Annotated[int, Range(ge=5, le=8192)] = 128
 
 
 @dataclass(frozen=True)
@@ -200,24 +214,29 @@ class TrainConfig(_Checked):
     epochs: Annotated[float, Range(gt=0)] = 3.0  # fractional epochs are allowed
     # stop after this many optimizer steps (overrides epochs)
     max_steps: Annotated[int, Range(ge=1)] | None = None
-    batch_size: Annotated[int, Range(ge=1)] = 32  # examples per micro-batch
+    # examples per micro-batch, summed over all processes under torchrun (the global batch)
+    batch_size: Annotated[int, Range(ge=1)] = 32
     grad_accum: Annotated[int, Range(ge=1)] = 1  # micro-batches per optimizer step
-    lr: Annotated[float, Range(gt=0)] = 5e-5
+    lr: Annotated[float, Range(gt=0)] = 5e-5  # peak learning rate
     # decoupled (AdamW); never on biases and LayerNorm
     weight_decay: Annotated[float, Range(ge=0)] = 0.01
-    # linear warm-up over this fraction of steps, then linear decay
+    # linear warm-up over this fraction of steps, then linear decay to 0
     warmup_ratio: Annotated[float, Range(ge=0, le=1)] = 0.1
     max_grad_norm: Annotated[float, Range(ge=0)] = 1.0  # 0 disables clipping
-    # auto: bf16 where fast, else fp32; bf16: autocast (CPU and GPU); fp16: GPU only, loss scaling
+    # auto: bf16 where this machine is fast at it, else fp32 (how it decides: the scale guide);
+    # bf16: autocast (GPUs; CPUs with AVX512-BF16 or AMX; ~10x slower on AVX2-only CPUs);
+    # fp16: GPU only, dynamic loss scaling, overflowing steps skipped and logged (skipped_steps)
     precision: Precision = "auto"
-    # also evaluate every N steps (always at each epoch end)
+    # also evaluate every N steps (always at each epoch end); not in TD phase 1
     eval_steps: Annotated[int, Range(ge=1)] | None = None
     # checkpoint every N steps (always at the end)
     save_steps: Annotated[int, Range(ge=1)] | None = None
     # keep the newest N step checkpoints; 0 would delete them all, so resume would restart
     max_checkpoints: Annotated[int, Range(ge=1)] = 2
-    log_steps: Annotated[int, Range(ge=1)] = 20
-    group_by_length: bool = True  # batch similar lengths together: less padding, same examples
+    log_steps: Annotated[int, Range(ge=1)] = 20  # one metrics.jsonl line every N steps
+    # batch examples of similar length together: less padding, still every example, shuffled
+    group_by_length: bool = True
+    # batch size for evaluation and for caching the teacher's logits (TD phase 2)
     eval_batch_size: Annotated[int, Range(ge=1)] = 128
 
 
@@ -226,7 +245,8 @@ class IntermediateConfig(TrainConfig):
     """TD phase 1: the training loop's settings, and the cache of the teacher's outputs."""
 
     # GB of disk that phase 1 may fill with the teacher's mapped outputs, computed once and read
-    # every epoch after (distill/teacher_cache.py); 0 = off, a larger cache recomputes instead
+    # every epoch after (distill/teacher_cache.py); 0 = off. A larger cache is refused with a
+    # message, and the teacher then runs at every step
     teacher_cache_gb: Annotated[float, Range(ge=0)] = 4.0
 
 
@@ -234,20 +254,27 @@ class IntermediateConfig(TrainConfig):
 class StudentConfig(_Checked):
     """How the student is built: its shape, and where its first weights come from."""
 
-    # auto: student.path if given, else the teacher's layers when as wide as the teacher, else
-    # select (a subset of the teacher's weights); random only when asked (see distill/student.py)
+    # Where the first weights come from (distill/student.py). auto: checkpoint when path is
+    # given, else teacher_layers when the student is as wide as the teacher (same hidden_size,
+    # num_attention_heads, intermediate_size), else select. select: weight selection, a subset
+    # of the teacher's weights (or of the larger BERT in path); checkpoint: any saved model
+    # directory (e.g. a general-distilled TinyBERT); teacher_layers: a DistilBERT-style copy of
+    # the teacher's layers `teacher_layers`; random: random weights, only when asked.
     init: Literal["auto", "random", "checkpoint", "teacher_layers", "select"] = "auto"
     # init=checkpoint (or auto): any saved model directory (e.g. a GD student); init=select: a
     # larger BERT to select from instead of the teacher
     path: str | None = None
     # init=teacher_layers: 1-based, e.g. [2, 4, 6]
     teacher_layers: tuple[Annotated[int, Range(ge=1)], ...] | None = None
-    # init=select: which source layers, "map" (the layer map phase 1 uses) or "first" (1..N)
+    # init=select (and auto): which source layers, "map" (student layer i takes the layer phase
+    # 1 maps it to: distill.layer_map, else the uniform map) or "first" (layers 1..N)
     select_layers: Literal["map", "first"] = "map"
+    # The student's shape, for every init but checkpoint and teacher_layers (its vocabulary and
+    # positions come from the teacher): layers,
     num_hidden_layers: Annotated[int, Range(ge=1)] = 4
-    hidden_size: Annotated[int, Range(ge=1)] = 312  # a multiple of num_attention_heads
-    num_attention_heads: Annotated[int, Range(ge=1)] = 12
-    intermediate_size: Annotated[int, Range(ge=1)] = 1200
+    hidden_size: Annotated[int, Range(ge=1)] = 312  # hidden width; a multiple of the heads
+    num_attention_heads: Annotated[int, Range(ge=1)] = 12  # attention heads
+    intermediate_size: Annotated[int, Range(ge=1)] = 1200  # feed-forward width
     # hidden and attention dropout of a newly built student; 1 would drop everything
     dropout: Annotated[float, Range(ge=0, lt=1)] = 0.1
 
@@ -267,18 +294,25 @@ class StudentConfig(_Checked):
 class DistillConfig(_Checked):
     """Which losses task distillation uses and how they are weighted."""
 
-    # teacher layer (1-based) per student layer; None = uniform
+    # teacher layer (1-based) per student layer; null = uniform ([3, 6, 9, 12] for 4 of 12;
+    # round(i * N_teacher / N_student) when not divisible)
     layer_map: tuple[Annotated[int, Range(ge=1)], ...] | None = None
-    attention_weight: Annotated[float, Range(ge=0)] = 1.0  # 0 turns that loss off
-    hidden_weight: Annotated[float, Range(ge=0)] = 1.0
-    embedding_weight: Annotated[float, Range(ge=0)] = 1.0
+    # weights of the intermediate losses (TD phase 1 and GD); 0 turns one off: attention scores,
+    attention_weight: Annotated[float, Range(ge=0)] = 1.0
+    hidden_weight: Annotated[float, Range(ge=0)] = 1.0  # hidden states,
+    embedding_weight: Annotated[float, Range(ge=0)] = 1.0  # embeddings
+    # real_tokens: the intermediate losses average over real tokens only; reference: the
+    # original scripts' average over every position, padding included (distillation guide)
     loss_mode: Literal["real_tokens", "reference"] = "real_tokens"
     shared_projection: bool = True  # one W_h for every layer (reference code) or one per layer
-    temperature: Annotated[float, Range(gt=0)] = 1.0  # logits are divided by it
-    scale_by_t2: bool = False
+    # phase 2's soft cross-entropy temperature: both models' logits are divided by it
+    temperature: Annotated[float, Range(gt=0)] = 1.0
+    scale_by_t2: bool = False  # multiply phase 2's loss by T^2
     # phase 2 adds this times the loss on the gold labels (cross-entropy; MSE for regression)
-    # to the soft cross-entropy; 0 = the paper's phase 2, the teacher's logits only
+    # to the soft cross-entropy; 0 = the paper's phase 2, the teacher's logits only (measured
+    # no help on SST-2 2k: BENCHMARKS "Small tasks")
     hard_label_weight: Annotated[float, Range(ge=0)] = 0.0
+    # which TD phases task-distill runs, in order: [intermediate], [prediction] or both
     phases: tuple[Literal["intermediate", "prediction"], ...] = ("intermediate", "prediction")
 
     def _check_together(self) -> None:
@@ -298,22 +332,29 @@ class DistillConfig(_Checked):
 class AugmentConfig(_Checked):
     """`tinybert augment`: TinyBERT's data augmentation of a task's training split."""
 
-    # a Hugging Face BERT directory with a masked-LM head; "" = none (every word uses vectors)
+    # a Hugging Face BERT directory with a masked-LM head (BertForMaskedLM, BertForPreTraining);
+    # "" = none (every word then uses word-vector neighbours)
     mlm: str = ""
     # GloVe or word2vec text format ("N D" header line), plain or .gz; neighbours by cosine
     word_vectors: str = ""
-    # read only the first N vectors (the files are sorted by frequency); null = all
+    # read only the first N vectors (the files are sorted by frequency; the reference reads
+    # 100,000); null = all
     max_vectors: Annotated[int, Range(ge=1)] | None = None
-    n: Annotated[int, Range(ge=1)] = 20  # augmented copies per training example
+    # augmented copies per training example (the reference: 30 for CoLA/MRPC/RTE/STS-B, 10 for
+    # MNLI/QQP)
+    n: Annotated[int, Range(ge=1)] = 20
     p: Annotated[float, Range(ge=0, le=1)] = 0.4  # chance that a word of a copy is replaced
     k: Annotated[int, Range(ge=1)] = 15  # candidates per word, one drawn uniformly
-    seed: Annotated[int, Range(ge=0, le=MAX_SEED)] | None = None  # null = the top-level seed
+    # null = the top-level seed; the output is identical for a given seed
+    seed: Annotated[int, Range(ge=0, le=MAX_SEED)] | None = None
     # which text fields of a pair task are augmented: a (first), b (second); single-sentence
     # tasks have only a. Every copy replaces words in all of them.
     fields: tuple[Literal["a", "b"], ...] = ("a", "b")
-    dedupe: bool = True  # drop a copy equal to its original or an earlier copy (as the reference)
+    # drop a copy equal to its original or an earlier copy (as the reference); false always
+    # writes n
+    dedupe: bool = True
     batch_size: Annotated[int, Range(ge=1)] = 128  # masked sentences per MLM forward pass
-    precision: Precision = "auto"  # of the MLM's forward passes
+    precision: Precision = "auto"  # of the MLM's forward passes (auto: bf16 where faster)
     output: str = ""  # the augmented file; "" = <output_dir>/augmented/<train file name>
 
     def _check_together(self) -> None:
@@ -325,26 +366,24 @@ class AugmentConfig(_Checked):
             )
 
 
+def _no_stages() -> tuple[str, ...]:
+    return ()
+
+
 # `tinybert run`'s stages, in the only order they can run (each reads what an earlier one wrote).
-Stage = Literal[
-    "prepare-corpus",
-    "general-distill",
-    "finetune",
-    "augment",
-    "task-distill",
-    "evaluate",
-    "export",
-    "benchmark",
-    "report",
-]
-STAGES: tuple[str, ...] = typing.get_args(Stage)
+# The stage registry (tinybert/pipeline/commands.py, a layer above) defines them and puts its
+# lister here when imported (the command line always imports it); until then run.stages is
+# checked only when a run plans it.
+stage_names: collections.abc.Callable[[], tuple[str, ...]] = _no_stages
 
 
 @dataclass(frozen=True)
 class PipelineConfig(_Checked):
-    """`tinybert run`: which stages run, wired output to input (see tinybert/pipeline.py)."""
+    """`tinybert run`: which stages run, wired output to input (see tinybert/pipeline/)."""
 
-    stages: tuple[Stage, ...] = (
+    # the stages `tinybert run` runs, each at most once, in the order of the command registry
+    # (pipeline/commands.py; the configuration reference and `tinybert run --help` list it)
+    stages: tuple[str, ...] = (
         "finetune",
         "task-distill",
         "evaluate",
@@ -356,19 +395,26 @@ class PipelineConfig(_Checked):
     # from (the paper distils general knowledge from the pre-trained, not the fine-tuned, model)
     general_teacher: str = ""
     # A final student no better than the dev set's trivial baseline (majority class, mean
-    # score, no entities) ends the run with exit status 3, after its report; true accepts it.
+    # score, no entities) ends the run with exit status 3, after its report; true accepts it
+    # (exit status 0, still flagged in the run's last lines, the report and the model card).
     allow_trivial: bool = False
     # A teacher that finetune leaves no better than that baseline stops the run before
     # task-distill with exit status 4 (distilling it is wasted time); true distils it anyway.
     allow_weak_teacher: bool = False
 
     def _check_together(self) -> None:
-        order = [STAGES.index(s) for s in self.stages]
-        if not self.stages or order != sorted(set(order)):
+        known = stage_names()
+        if known and not set(self.stages) <= set(known):
+            problem = f"expected a list of one of {', '.join(map(repr, known))}"
+            raise ConfigValueError(
+                type(self).__name__, ("stages",), f"{problem}, got {list(self.stages)!r}"
+            )
+        order = [known.index(s) for s in self.stages] if known else list(range(len(self.stages)))
+        if not self.stages or order != sorted(set(order)) or len(set(self.stages)) < len(order):
             raise ConfigValueError(
                 type(self).__name__,
                 ("stages",),
-                f"must list stages once each, in this order: {', '.join(STAGES)}; got "
+                f"must list stages once each, in this order: {', '.join(known)}; got "
                 f"{list(self.stages)!r}",
             )
 
@@ -377,10 +423,11 @@ class PipelineConfig(_Checked):
 class BenchmarkConfig(_Checked):
     """`tinybert benchmark`: inference speed on the task's own dev sentences (speed.json)."""
 
-    batch_sizes: tuple[Annotated[int, Range(ge=1)], ...] = (1, 32)
+    batch_sizes: tuple[Annotated[int, Range(ge=1)], ...] = (1, 32)  # the batch sizes timed
     max_sentences: Annotated[int, Range(ge=1)] = 256  # the first N rows of the first dev split
     repeats: Annotated[int, Range(ge=1)] = 2  # timed passes; the fastest counts
-    threads: Annotated[int, Range(ge=1)] | None = None  # CPU threads; null = the library's
+    # CPU threads (PyTorch and ONNX Runtime); null = each library's default
+    threads: Annotated[int, Range(ge=1)] | None = None
 
 
 @dataclass(frozen=True)
@@ -388,22 +435,28 @@ class CardConfig(_Checked):
     """What model cards (README.md beside every saved model) cannot read from the files."""
 
     # the Hugging Face hub id of the pre-trained model the teacher was fine-tuned from (e.g.
-    # sentence-transformers/all-MiniLM-L6-v2): the cards' base_model; "" = not written
+    # sentence-transformers/all-MiniLM-L6-v2): the cards' base_model; "" = not written (local
+    # paths are not hub ids)
     base_model: str = ""
 
 
 @dataclass(frozen=True)
-class RunConfig(_Checked):
+class Config(_Checked):
     """Everything one `tinybert` command needs. Each command reads the sections it uses."""
 
     task: TaskConfig = field(default_factory=TaskConfig)
     model: str = ""  # finetune: the Hugging Face BERT directory to fine-tune
-    teacher: str = ""  # task-distill / general-distill: the teacher directory
-    output_dir: str = "runs/out"
+    # task-distill: the fine-tuned teacher directory (e.g. runs/sst2/teacher/best);
+    # general-distill: a pre-trained BERT directory
+    teacher: str = ""
+    output_dir: str = "runs/out"  # where each stage's folder goes (teacher/, student/, ...)
+    # seeds initialisation, dropout, the training-data sample and the batch order
     seed: Annotated[int, Range(ge=0, le=MAX_SEED)] = 42
     # auto (cuda if available), cpu, cuda, cuda:1, mps; only the spelling is checked here
     device: Annotated[str, DEVICE] = "auto"
-    resume: str | None = None  # "auto" (latest checkpoint in output_dir) or a checkpoint path
+    # "auto": continue from the newest checkpoint in output_dir and skip finished stages; or a
+    # checkpoint path; null: a fresh run
+    resume: str | None = None
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
@@ -411,10 +464,12 @@ class RunConfig(_Checked):
     run: PipelineConfig = field(default_factory=PipelineConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     card: CardConfig = field(default_factory=CardConfig)
-    finetune: TrainConfig = field(default_factory=TrainConfig)
+    finetune: TrainConfig = field(default_factory=TrainConfig)  # fine-tuning the teacher
+    # task distillation phase 1 (attention, hidden states, embeddings): 10 epochs by default
     intermediate: IntermediateConfig = field(
         default_factory=lambda: IntermediateConfig(epochs=10, lr=5e-5)
     )
+    # task distillation phase 2 (the teacher's logits): lr 3e-5 by default
     prediction: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, lr=3e-5))
     # General distillation, the paper's/seed's settings: lr 5e-5, 10% warm-up, weight decay 1e-4.
     general: TrainConfig = field(
@@ -434,8 +489,8 @@ class RunConfig(_Checked):
 # Loading: YAML files (with includes) -> one nested dict -> checked dataclasses.
 
 
-def load_run_config(paths: Sequence[str | Path], overrides: Sequence[str] = ()) -> RunConfig:
-    """Merge YAML files in order, apply `a.b=value` overrides, and validate into a RunConfig."""
+def load_config(paths: Sequence[str | Path], overrides: Sequence[str] = ()) -> Config:
+    """Merge YAML files in order, apply `a.b=value` overrides, and validate into a Config."""
     merged: dict[str, Any] = {}
     origin: dict[str, str] = {}  # dotted key -> where its value came from, for error messages
     for path in paths:
@@ -444,11 +499,12 @@ def load_run_config(paths: Sequence[str | Path], overrides: Sequence[str] = ()) 
     for item in overrides:
         key, value = parse_override(item)
         _merge(merged, _nest(key, value), origin, f"command line '{item}'")
-    return build(RunConfig, merged, prefix="", origin=origin)
+    return build(Config, merged, prefix="", origin=origin)
 
 
 def parse_override(item: str) -> tuple[str, Any]:
-    """`train.lr=1e-4` -> ("train.lr", 1e-4). The value is read as YAML (lists, null, numbers)."""
+    """`finetune.lr=1e-4` -> ("finetune.lr", 1e-4). The value is read as YAML (lists, null,
+    numbers)."""
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise UserError(f"bad override '{item}': write it as key.sub=value, e.g. finetune.lr=2e-5")

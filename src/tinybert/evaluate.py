@@ -17,14 +17,14 @@ from pathlib import Path
 
 import torch
 
-from tinybert.config import RunConfig
+from tinybert.config import Config
 from tinybert.data.base import split_source
 from tinybert.data.baseline import judge, split_baselines
 from tinybert.data.task_data import check_labels, check_length, load_task_data, task_spec
 from tinybert.errors import UserError
 from tinybert.export.backend import check_precision, resolve_backend, serving_precision
 from tinybert.export.runtime import OnnxLogits, find_onnx
-from tinybert.model import load_config, load_model
+from tinybert.model import load_model, load_model_config
 from tinybert.paths import check_output_file, write_atomic
 from tinybert.train.distributed import resolve_device
 from tinybert.train.inference import LogitsFn, evaluate_splits
@@ -38,7 +38,7 @@ RESULTS_FORMAT = 2
 
 
 def run_evaluate(
-    cfg: RunConfig,
+    cfg: Config,
     model_dir: str,
     backend: str = "auto",
     precision: str = "auto",
@@ -55,7 +55,7 @@ def run_evaluate(
         device = torch.device("cpu")
         precision = serving_precision(backend, precision, device)
         path = find_onnx(model_dir, precision, onnx_file)
-        config = load_config(model_dir)
+        config = load_model_config(model_dir)
         model: torch.nn.Module | LogitsFn = OnnxLogits(path)
         info.update(onnx=str(path), precision=precision)
     else:
@@ -90,7 +90,7 @@ def default_output(model_dir: str | Path) -> Path:
 
 
 def check_output(
-    cfg: RunConfig,
+    cfg: Config,
     output: Path,
     model_dir: str,
     onnx_file: str | None = None,

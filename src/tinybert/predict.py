@@ -51,7 +51,7 @@ from tinybert.errors import UserError
 from tinybert.export.backend import resolve_backend, serving_precision
 from tinybert.export.recommend import benchmark_hint, recommend, speed_file
 from tinybert.export.runtime import OnnxLogits, find_onnx
-from tinybert.model import load_config, load_model, saved_head
+from tinybert.model import load_model, load_model_config, saved_head
 from tinybert.train.inference import (
     LogitsFn,
     bf16_logits_fn,
@@ -314,7 +314,7 @@ class Predictor:
         # auto: bf16 for torch where this machine is fast at it, else fp32
         self.precision = serving_precision(self.backend, precision, torch.device(device))
         precision = self.precision
-        self.config = load_config(model_dir)
+        self.config = load_model_config(model_dir)
         self.token = saved_head(model_dir) == "token"
         self.tokenizer = load_tokenizer(model_dir)
         n_vocab, self.pad_id = tokenizer_info(self.tokenizer)

@@ -117,7 +117,9 @@ def _checkpoint_class() -> Any:
         name="tinybert_mindspore_checkpoint.proto", package="tinybert_ms", syntax="proto2"
     )
 
-    def add(msg: Any, name: str, number: int, kind: int, repeated: bool = False, ref: str = ""):
+    def add(
+        msg: Any, name: str, number: int, kind: int, repeated: bool = False, ref: str = ""
+    ) -> None:
         label = F.LABEL_REPEATED if repeated else F.LABEL_OPTIONAL
         msg.field.add(name=name, number=number, type=kind, label=label, type_name=ref or None)
 

@@ -1,20 +1,24 @@
 """A task's data as training and evaluation use it: read, checked and tokenised.
 
-data = load_task_data(cfg.task, tokenizer_dir="runs/sst2/teacher/best", seed=42,
-                      vocab_size=model.config.vocab_size)
+data = load_training_data(cfg.task, "runs/sst2/teacher/best", seed=42,
+                          models={"teacher runs/sst2/teacher/best": teacher.config})
 data.train, data.dev["dev"]   # TaskDataset (or the seed's TFRecord splits)
-check_labels(model.config, data.task, "teacher runs/sst2/teacher/best")
+
+`load_training_data` is the one place a training command checks its task against its models
+(metric, labels, positions, vocabulary); `load_task_data` reads and tokenises (evaluation and
+export check labels themselves, with `check_labels`).
 """
 
 from __future__ import annotations
 
 import random
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -57,6 +61,27 @@ class TaskData:
             raise RuntimeError("this TaskData was loaded without its training split")
         return self.train
 
+    def train_scored(self) -> np.ndarray | None:
+        """Token tasks: each training row's number of scored tokens (tags other than -100), from
+        which a distributed run counts a global batch's; None for other tasks."""
+        train = self.train_set()
+        if train.tag_ids is None:
+            return None
+        upto = np.concatenate([[0], np.cumsum(train.tag_ids != -100)])
+        return np.asarray(upto[train.offsets[1:]] - upto[train.offsets[:-1]])
+
+    def train_content(self) -> Iterator[np.ndarray]:
+        """The tokenised training set as the arrays that hold it, for the resume fingerprint:
+        every token, segment, row boundary, label and tag. Cheap (they are in memory) and exact:
+        what a batch is built from, so an edited sentence or a flipped label changes the hash."""
+        train = self.train_set()
+        yield train.ids
+        yield train.type_ids
+        yield train.offsets
+        yield np.asarray(train.labels, dtype=np.float64)  # class indices are exact as float64 too
+        if train.tag_ids is not None:
+            yield train.tag_ids
+
 
 def task_spec(cfg: TaskConfig) -> TaskSpec:
     return get_task(cfg.name, labels=cfg.labels, regression=cfg.regression)
@@ -93,6 +118,44 @@ def check_metric(task: TaskSpec, name: str | None) -> None:
             f"task.metric={name!r}: task {task.name!r} is scored by "
             f"{', '.join(task.metrics)}; choose one of those"
         )
+
+
+class ModelShape(Protocol):
+    """What the task is checked against in a model's config (BertConfig has it all)."""
+
+    @property
+    def num_labels(self) -> int: ...
+    @property
+    def id2label(self) -> Sequence[str] | None: ...
+    @property
+    def max_position_embeddings(self) -> int: ...
+    @property
+    def vocab_size(self) -> int: ...
+
+
+def load_training_data(
+    cfg: TaskConfig, tokenizer_dir: str | Path, seed: int, models: Mapping[str, ModelShape]
+) -> TaskData:
+    """The task's data for training `models` (where, e.g. "teacher runs/x" -> its config),
+    checked once, before any file is read: task.metric is one the task is scored by; each model
+    has the task's labels (in order) and positions for task.max_seq_length; the tokenizer in
+    `tokenizer_dir` fits their vocabulary (they share one; see load_task_data)."""
+    check_metric(task_spec(cfg), cfg.metric)
+    for where, config in models.items():
+        check_model(cfg, config, where)
+    vocab_size = next((config.vocab_size for config in models.values()), None)
+    return load_task_data(cfg, tokenizer_dir, seed, vocab_size=vocab_size)
+
+
+def check_model(cfg: TaskConfig, config: ModelShape, where: str) -> None:
+    """A model (`where`, e.g. "student") fits the task: its labels are the task's, in the same
+    order, and it has positions for task.max_seq_length. (load_training_data checks the models
+    it is given so; a recipe checks a model built later, from those, the same way.)"""
+    check_labels(config, task_spec(cfg), where)
+    try:
+        check_length(cfg.max_seq_length, config.max_position_embeddings)
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}; lower task.max_seq_length") from None
 
 
 def load_task_data(

@@ -1,4 +1,5 @@
-"""What one training stage optimises: a callable `batch -> (loss, logged parts)` for the loop.
+"""What one training stage optimises: an `Objective` (`batch -> (loss, logged parts)`) for the
+loop.
 
 - `SupervisedLoss`: fine-tuning a teacher on gold labels (cross-entropy, or MSE for regression).
 - `IntermediateLoss`: TD phase 1 (and GD) — attention scores, hidden states, embeddings.
@@ -11,10 +12,10 @@ fresh hidden-state projection.
 Which one runs is configuration (`distill.phases`), never a mode flag inside the model.
 
 Under data parallelism each process sees a slice of the global batch. The loop then adds the
-global batch's counts to each slice (`norm_rows`, `norm_tokens`, `norm_pairs`, and for token
-tasks `norm_scored`, its tokens with a label other than -100) and every loss is averaged over
-those instead of the slice's own, so the slices' losses sum to the loss of the whole batch, and
-the gradients (summed across processes) equal one process's, exactly.
+global batch's counts to each slice (`Batch.norm_rows`, `norm_tokens`, `norm_pairs`, and for
+token tasks `norm_scored`, its tokens with a label other than -100) and every loss is averaged
+over those instead of the slice's own, so the slices' losses sum to the loss of the whole batch,
+and the gradients (summed across processes) equal one process's, exactly.
 """
 
 from __future__ import annotations
@@ -41,29 +42,18 @@ from tinybert.distill.teacher_cache import (
 from tinybert.model import AnyBertModel
 from tinybert.train.distributed import Dist
 from tinybert.train.inference import Logits, TokenLogits, logits_over
-from tinybert.train.loop import TrainData
+from tinybert.train.loop import Collated, TrainData
+from tinybert.train.objective import Batch, Objective
 from tinybert.train.precision import autocast
-
-Batch = dict[str, torch.Tensor]
-
-
-def _inputs(batch: Batch) -> dict[str, torch.Tensor]:
-    return {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
-
-
-def _row_share(batch: Batch) -> float | torch.Tensor:
-    """This slice's share of the global batch's rows (1 when it is the whole batch)."""
-    total = batch.get("norm_rows")
-    return 1.0 if total is None else len(batch["input_ids"]) / total
 
 
 def _per_scored_token(total: torch.Tensor, batch: Batch) -> torch.Tensor:
     """Token tasks: a loss summed over this slice's scored tokens (labels not -100), divided by
     the global batch's count of them (`norm_scored`), or this slice's own when it is the whole
     batch."""
-    count = batch.get("norm_scored")
+    count = batch.norm_scored
     if count is None:
-        count = (batch["labels"] != -100).sum().float()
+        count = (batch.require_labels() != -100).sum().float()
     return total / count.clamp_min(1.0)
 
 
@@ -72,7 +62,7 @@ def _encoder(model: nn.Module) -> nn.Module:
     return getattr(model, "bert", model)
 
 
-class SupervisedLoss:
+class SupervisedLoss(Objective):
     """Gold-label loss for fine-tuning: CE over classes, or MSE for one regression output.
 
     Token tasks (logits (B, T, C), labels (B, T)): CE averaged over scored tokens; labels of
@@ -83,20 +73,21 @@ class SupervisedLoss:
         self.model, self.regression = model, regression
 
     def __call__(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        logits = self.model(**_inputs(batch)).logits.float()  # (B, C) or (B, T, C)
+        logits = self.model(**batch.inputs()).logits.float()  # (B, C) or (B, T, C)
+        labels = batch.require_labels()
         if logits.dim() == 3:  # averaged over scored tokens, not rows: no row share
             total = F.cross_entropy(
-                logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100, reduction="sum"
+                logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum"
             )
             return _per_scored_token(total, batch), {}
         if self.regression:
-            loss = F.mse_loss(logits.squeeze(-1), batch["labels"].float())
+            loss = F.mse_loss(logits.squeeze(-1), labels.float())
         else:
-            loss = F.cross_entropy(logits, batch["labels"])
-        return loss * _row_share(batch), {}
+            loss = F.cross_entropy(logits, labels)
+        return loss * batch.row_share(), {}
 
 
-class IntermediateLoss:
+class IntermediateLoss(Objective):
     """TinyBERT's intermediate-layer loss (eqs. 7-10 of the paper), summed over mapped layers.
 
     Student layer i learns from teacher layer `layer_map[i-1]` (1-based; hidden state 0 is the
@@ -104,7 +95,7 @@ class IntermediateLoss:
     teacher's width first. The teacher runs frozen, in eval mode, without gradients.
 
     With a `cache` plan (TD phase 1 over several epochs, see `teacher_cache.py`), `prepare`
-    computes the teacher's mapped outputs once and every step reads them (by `batch["index"]`)
+    computes the teacher's mapped outputs once and every step reads them (by `batch.index`)
     instead of running the teacher.
     """
 
@@ -132,16 +123,17 @@ class IntermediateLoss:
     def _teacher(self, batch: Batch, want_att: bool) -> Any:
         """The teacher's outputs for `batch`: from the cache when there is one, else computed."""
         if self.cache is not None:
-            length = batch["input_ids"].shape[1]
-            return self.cache.outputs(batch["index"].tolist(), length, batch["input_ids"].device)
+            ids = batch.input_ids
+            return self.cache.outputs(batch.require_index().tolist(), ids.shape[1], ids.device)
         # Scores of the mapped layers only: the teacher's other layers run fused attention.
-        return teacher_forward(self.teacher, batch, mapped_scores(self.layer_map, want_att))
+        inputs = batch.inputs()
+        return teacher_forward(self.teacher, inputs, mapped_scores(self.layer_map, want_att))
 
     def __call__(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         want_att = self.cfg.attention_weight > 0
-        inputs = _inputs(batch)
-        mask, mode = batch["attention_mask"], self.cfg.loss_mode
-        tokens, pairs = batch.get("norm_tokens"), batch.get("norm_pairs")
+        inputs = batch.inputs()
+        mask, mode = batch.attention_mask, self.cfg.loss_mode
+        tokens, pairs = batch.norm_tokens, batch.norm_pairs
         t = self._teacher(batch, want_att)
         s = _encoder(self.student)(
             **inputs, output_hidden_states=True, output_attention_scores=want_att
@@ -166,8 +158,8 @@ class IntermediateLoss:
         return loss, {"att_loss": att.item(), "hid_loss": hid.item(), "emb_loss": emb.item()}
 
 
-class PredictionLoss:
-    """TD phase 2: match the teacher's (cached) logits. `batch["index"]` picks each row's logits.
+class PredictionLoss(Objective):
+    """TD phase 2: match the teacher's (cached) logits. `batch.index` picks each row's logits.
 
     Token tasks: the soft cross-entropy runs per token over the scored tokens only (labels not
     -100: never padding, [CLS] or [SEP]), averaged over them.
@@ -202,23 +194,23 @@ class PredictionLoss:
         self.teacher_logits  # noqa: B018 - the property fills the cache
 
     def __call__(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        s = self.student(**_inputs(batch)).logits.float()
+        s = self.student(**batch.inputs()).logits.float()
         if s.dim() == 3:
-            t = self._token_logits(batch["index"].tolist(), s)
-            mask = batch["labels"] != -100
-            count = batch.get("norm_scored")  # the global batch's scored tokens (distributed)
+            t = self._token_logits(batch.require_index().tolist(), s)
+            mask = batch.require_labels() != -100
+            count = batch.norm_scored  # the global batch's scored tokens (distributed)
             loss = soft_cross_entropy(
                 s, t, self.cfg.temperature, self.cfg.scale_by_t2, mask=mask, count=count
             )
             return self._with_labels(loss, s, batch, count), {}
         cached = self.teacher_logits
         assert isinstance(cached, torch.Tensor)
-        t = cached[batch["index"].cpu()].to(s.device)
+        t = cached[batch.require_index().cpu()].to(s.device)
         if self.regression:
             loss = logit_mse(s, t)
         else:
             loss = soft_cross_entropy(s, t, self.cfg.temperature, self.cfg.scale_by_t2)
-        return self._with_labels(loss, s, batch) * _row_share(batch), {}
+        return self._with_labels(loss, s, batch) * batch.row_share(), {}
 
     def _with_labels(
         self,
@@ -233,7 +225,7 @@ class PredictionLoss:
         weight = self.cfg.hard_label_weight
         if not weight:
             return soft
-        labels = batch["labels"].to(s.device)
+        labels = batch.require_labels().to(s.device)
         if self.regression:
             hard = F.mse_loss(s.view(-1), labels.float().view(-1))
         elif s.dim() == 3:
@@ -299,7 +291,7 @@ def teacher_logits(
     mine = list(range(dist.rank, n, world))
     computed = 0
 
-    def collate(rows: list[int]) -> Batch:  # rows index `mine`
+    def collate(rows: list[int]) -> Collated:  # rows index `mine`
         nonlocal computed
         computed += len(rows)
         return data.collate([mine[r] for r in rows])

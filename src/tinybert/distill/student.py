@@ -1,7 +1,7 @@
-"""Teacher and student for distillation: one student builder and one teacher-freezing helper,
+"""Teacher and student for distillation: loading the (frozen) teacher and one student builder,
 shared by general distillation (bare encoders) and task distillation (models with a head).
 
-    teacher = freeze(teacher)
+    teacher = load_teacher("runs/sst2/teacher/best", "sequence", "task-distill")
     start = resolve_start(cfg.student, teacher.config, cfg.teacher, cfg.distill.layer_map)
     student = build_student(cfg.student, teacher, head="sequence", start=start, **task.head_args)
     start.describe()  # "select from runs/sst2/teacher/best, layers [2, 4, 6] (student.init=auto)"
@@ -30,8 +30,8 @@ from tinybert.model import (
     BertForSequenceClassification,
     BertForTokenClassification,
     BertModel,
-    load_config,
     load_model,
+    load_model_config,
     saved_head,
 )
 from tinybert.model.select import check_selectable, select_weights
@@ -46,6 +46,23 @@ def freeze(teacher: M) -> M:
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher
+
+
+def load_teacher(path: str, head: Head, command: str) -> AnyBertModel:
+    """A frozen teacher from a Hugging Face directory. With a task head it must hold a trained
+    one (fine-tune it first; its labels are checked against the task's data, see
+    task_data.load_training_data); head="encoder" takes any BERT (general distillation)."""
+    if not path:
+        raise UserError(f"{command} needs teacher=<Hugging Face BERT directory>")
+    teacher, report = load_model(path, head=head)
+    if isinstance(teacher, BertModel):  # head == "encoder"
+        teacher.pooler = None  # GD uses hidden states and attention scores only
+    elif report.initialised:
+        raise UserError(
+            f"teacher {path} has no trained task head ({', '.join(report.initialised)}); "
+            "fine-tune it first: tinybert finetune ..."
+        )
+    return freeze(teacher)
 
 
 def student_shape(cfg: StudentConfig, teacher: BertConfig, **head: Any) -> BertConfig:
@@ -126,7 +143,7 @@ def resolve_start(
     if init == "teacher_layers":
         return Start("teacher_layers", cfg.init, teacher_path, tuple(cfg.teacher_layers or ()))
     if init == "select":
-        source = load_config(cfg.path) if cfg.path else teacher
+        source = load_model_config(cfg.path) if cfg.path else teacher
         # distill.layer_map names teacher layers: a student.path model gets the uniform map
         chosen = _select_layers(cfg, source, None if cfg.path else layer_map)
         check_selectable(source, student_shape(cfg, teacher))

@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from tinybert.train.checkpoint import remove
 from tinybert.train.distributed import Dist
-from tinybert.train.loop import TrainData
+from tinybert.train.loop import Collated, TrainData
 from tinybert.train.precision import autocast
 
 CACHE_DIR = "teacher_cache"  # in the stage folder; removed when phase 1 finishes
@@ -53,8 +53,6 @@ FORMAT = 1
 GB = 1e9
 # Keep this much disk free beyond the cache itself (checkpoints still have to fit).
 DISK_MARGIN = 1 * GB
-
-Batch = dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -191,8 +189,9 @@ def _encoder(model: nn.Module) -> nn.Module:
     return getattr(model, "bert", model)
 
 
-def teacher_forward(teacher: nn.Module, batch: Batch, want_att: bool | Collection[int]) -> Any:
-    """The teacher's encoder outputs for a batch, as phase 1 computes them (no gradients).
+def teacher_forward(teacher: nn.Module, batch: Collated, want_att: bool | Collection[int]) -> Any:
+    """The teacher's encoder outputs for a batch (its input_ids, attention_mask and
+    token_type_ids), as phase 1 computes them (no gradients).
     want_att: every layer's attention scores (True), none, or those of these 0-based layers
     (the others then run the fused attention kernel)."""
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tinybert.config import RunConfig
+from tinybert.config import Config
 from tinybert.data import TaskDataset, TaskSpec, load_tokenizer, tokenizer_info
 from tinybert.data.metrics import compute_metrics
 from tinybert.data.task_data import check_labels, load_task_data, task_spec
@@ -48,7 +48,7 @@ from tinybert.export.runtime import (
     OnnxLogits,
     is_export_dir,
 )
-from tinybert.model import BertTaskModel, load_config, load_model, saved_head
+from tinybert.model import BertTaskModel, load_model, load_model_config, saved_head
 from tinybert.model.bert import Layer, SelfAttention
 from tinybert.model.hub import CONFIG_FILE, TOKENIZER_FILES, WEIGHTS_FILES
 from tinybert.train.inference import predict_logits, torch_logits_fn
@@ -341,7 +341,7 @@ def export_model(
 def export_for_task(
     model_dir: str | Path,
     out_dir: str | Path,
-    cfg: RunConfig | None,
+    cfg: Config | None,
     opset: int = MIN_OPSET,
     optimize: bool = False,
     int8: bool = False,
@@ -351,7 +351,7 @@ def export_for_task(
     if cfg is None:
         return export_model(model_dir, out_dir, opset=opset, optimize=optimize, int8=int8)
     task = task_spec(cfg.task)
-    config = load_config(model_dir)
+    config = load_model_config(model_dir)
     check_labels(config, task, str(model_dir))
     data = load_task_data(cfg.task, str(model_dir), cfg.seed, False, config.vocab_size)
     # evaluate's batch size: int8 results depend a little on batch composition (dynamic

@@ -10,7 +10,7 @@ from tinybert.model.bert import (
     BertOutput,
     BertTaskModel,
 )
-from tinybert.model.hub import LoadReport, load_config, load_model, save_model, saved_head
+from tinybert.model.hub import LoadReport, load_model, load_model_config, save_model, saved_head
 
 __all__ = [
     "AnyBertModel",
@@ -22,7 +22,7 @@ __all__ = [
     "BertOutput",
     "BertTaskModel",
     "LoadReport",
-    "load_config",
+    "load_model_config",
     "load_model",
     "save_model",
     "saved_head",

@@ -69,13 +69,13 @@ class LoadReport:
 def saved_head(model_dir: str | Path) -> Literal["sequence", "token"]:
     """The head a saved model was trained with, from config.json's "architectures": "token"
     for BertForTokenClassification (NER), else "sequence". The one place that decides it."""
-    load_config(model_dir)  # a clear error for a missing or broken config.json
+    load_model_config(model_dir)  # a clear error for a missing or broken config.json
     raw = json.loads((Path(model_dir) / CONFIG_FILE).read_text(encoding="utf-8"))
     token = "BertForTokenClassification" in (raw.get("architectures") or [])
     return "token" if token else "sequence"
 
 
-def load_config(model_dir: str | Path) -> BertConfig:
+def load_model_config(model_dir: str | Path) -> BertConfig:
     """Read `model_dir`/config.json (an HF BERT config)."""
     path = Path(model_dir) / CONFIG_FILE
     if not Path(model_dir).is_dir():
@@ -142,7 +142,7 @@ def load_model(
     """
     if head not in HEADS:
         raise UserError(f"unknown model head '{head}'; use one of {sorted(HEADS)}")
-    config = load_config(model_dir)
+    config = load_model_config(model_dir)
     weights_path, raw = _read_weights(Path(model_dir))
     ckpt, ignored = _canonical(raw, keep_mlm=head == "mlm")
     has_head = any(k.startswith(_CLASSIFIER) for k in ckpt)

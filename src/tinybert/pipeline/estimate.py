@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from tinybert.config import RunConfig, StudentConfig, TrainConfig
+from tinybert.config import Config, StudentConfig, TrainConfig
 from tinybert.data.base import split_source
 from tinybert.data.task_data import task_spec, train_path
-from tinybert.pipeline.stages import Stage, Wiring
+from tinybert.distill.teacher_cache import GB
+from tinybert.pipeline.wiring import Stage, Wiring
 
 # tokens per row of a task, as a fraction of max_seq_length: rows are padded per batch only
 TASK_FILL = 0.4
@@ -31,26 +33,32 @@ class _Sizes:
     tokens: float  # tokens per task row
     rows: int  # training rows (times the copies augment adds)
     dev: int  # dev rows
+    cache_fits: bool  # phase 1's teacher outputs fit intermediate.teacher_cache_gb
 
     @classmethod
-    def of(cls, cfg: RunConfig, w: Wiring) -> _Sizes:
+    def of(cls, cfg: Config, w: Wiring) -> _Sizes:
+        rows = _train_rows(cfg, augmented="augment" in cfg.run.stages)
+        tokens = cfg.task.max_seq_length * TASK_FILL
+        teacher = _read_config(w.teacher) or _read_config(w.base) or {}
+        cache = rows * _cached_row_bytes(teacher, cfg.student.num_hidden_layers, tokens)
         return cls(
-            teacher=_matmul_params(w.teacher) or _matmul_params(w.base) or 0,
+            teacher=_matmul_params(teacher) or 0,
             student=_student_params(cfg.student),
-            tokens=cfg.task.max_seq_length * TASK_FILL,
-            rows=_train_rows(cfg, augmented="augment" in cfg.run.stages),
+            tokens=tokens,
+            rows=rows,
             dev=_dev_rows(cfg),
+            cache_fits=0 < cache <= cfg.intermediate.teacher_cache_gb * GB,
         )
 
 
-def stage_costs(stages: list[Stage], cfg: RunConfig, w: Wiring) -> dict[str, float | None]:
+def stage_costs(stages: list[Stage], cfg: Config, w: Wiring) -> dict[str, float | None]:
     """Each stage's estimated cost by name; None where it cannot be said (prepare-corpus reads
     text, a different kind of work; report runs no model)."""
     sizes = _Sizes.of(cfg, w)
     return {stage.name: _cost(stage.name, cfg, w, sizes) for stage in stages}
 
 
-def _cost(name: str, cfg: RunConfig, w: Wiring, z: _Sizes) -> float | None:
+def _cost(name: str, cfg: Config, w: Wiring, z: _Sizes) -> float | None:
     if name == "finetune":
         return _rows_seen(cfg.finetune, z.rows) * z.tokens * 6 * z.teacher
     if name == "general-distill":
@@ -58,13 +66,16 @@ def _cost(name: str, cfg: RunConfig, w: Wiring, z: _Sizes) -> float | None:
         length = cfg.corpus.max_seq_length
         return _rows_seen(cfg.general, sequences) * length * (6 * z.student + 2 * z.teacher)
     if name == "task-distill":
-        phase1 = _rows_seen(cfg.intermediate, z.rows) * (6 * z.student + 2 * z.teacher)
+        # The teacher runs once per row when its outputs fit the phase-1 cache, else every epoch.
+        teacher_rows = z.rows if z.cache_fits else _rows_seen(cfg.intermediate, z.rows)
+        phase1 = _rows_seen(cfg.intermediate, z.rows) * 6 * z.student + teacher_rows * 2 * z.teacher
         phase2 = _rows_seen(cfg.prediction, z.rows) * 6 * z.student + z.rows * 2 * z.teacher
         phases = cfg.distill.phases
         return z.tokens * (phase1 * ("intermediate" in phases) + phase2 * ("prediction" in phases))
     if name == "augment":  # one masked-LM forward pass per word of every original row
         originals = z.rows / (cfg.augment.n + 1)
-        return originals * z.tokens * z.tokens * 2 * (_matmul_params(cfg.augment.mlm) or 0)
+        mlm = _matmul_params(_read_config(cfg.augment.mlm)) or 0
+        return originals * z.tokens * z.tokens * 2 * mlm
     forward = z.dev * z.tokens * 2 * (z.teacher + z.student)
     if name == "evaluate":
         return forward
@@ -83,14 +94,36 @@ def _rows_seen(train: TrainConfig, rows: int) -> float:
     return train.epochs * rows
 
 
-def _matmul_params(model_dir: str) -> int | None:
-    """Parameters of the encoder's matrix products (L x (4H^2 + 2HI)), from config.json."""
+def _read_config(model_dir: str) -> dict[str, Any] | None:
+    """A model directory's config.json, or None where there is none (yet)."""
     try:
-        c = json.loads((Path(model_dir) / "config.json").read_text())
-        layers, hidden, inner = c["num_hidden_layers"], c["hidden_size"], c["intermediate_size"]
-    except (OSError, ValueError, KeyError, TypeError):
+        config = json.loads((Path(model_dir) / "config.json").read_text())
+    except (OSError, ValueError):
         return None
-    return int(layers * (4 * hidden * hidden + 2 * hidden * inner))
+    return config if isinstance(config, dict) else None
+
+
+def _matmul_params(config: dict[str, Any] | None) -> int | None:
+    """Parameters of the encoder's matrix products (L x (4H^2 + 2HI)), from a config.json."""
+    if config is None:
+        return None
+    try:
+        layers, hidden = int(config["num_hidden_layers"]), int(config["hidden_size"])
+        inner = int(config["intermediate_size"])
+    except (KeyError, TypeError, ValueError):  # not a BERT's config
+        return None
+    return layers * (4 * hidden * hidden + 2 * hidden * inner)
+
+
+def _cached_row_bytes(teacher: dict[str, Any], student_layers: int, tokens: float) -> float:
+    """Bytes phase 1's teacher cache holds per row (distill/teacher_cache.py's layout, in fp32:
+    an upper bound under bf16): one layer's scores (heads x T x T) per student layer, and the
+    embedding output plus one hidden state (T x H) per student layer. 0 without a teacher."""
+    try:
+        heads, width = int(teacher["num_attention_heads"]), int(teacher["hidden_size"])
+    except (KeyError, TypeError, ValueError):
+        return 0.0
+    return 4 * (student_layers * heads * tokens * tokens + (student_layers + 1) * tokens * width)
 
 
 def _student_params(s: StudentConfig) -> int:
@@ -107,14 +140,14 @@ def _count_lines(path: Path) -> int:
         return 0
 
 
-def _train_rows(cfg: RunConfig, augmented: bool) -> int:
+def _train_rows(cfg: Config, augmented: bool) -> int:
     rows = _count_lines(train_path(cfg.task)) if cfg.task.data_dir or cfg.task.train_file else 0
     if cfg.task.max_train_examples:
         rows = min(rows, cfg.task.max_train_examples) if rows else cfg.task.max_train_examples
     return rows * (cfg.augment.n + 1) if augmented else rows
 
 
-def _dev_rows(cfg: RunConfig) -> int:
+def _dev_rows(cfg: Config) -> int:
     try:
         files = task_spec(cfg.task).dev_splits.values()
     except Exception:  # an unknown task: the stage itself reports it

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tinybert.paths import write_atomic
-from tinybert.pipeline.stages import Stage, Wiring
+from tinybert.pipeline.wiring import Stage, Wiring
 
 RUN_FILE = "run.json"
 
@@ -23,7 +23,7 @@ def _now() -> str:
 
 
 @dataclass
-class RunRecord:
+class PipelineRecord:
     path: Path
     data: dict[str, Any]
 
@@ -35,7 +35,7 @@ class RunRecord:
         overrides: list[str],
         task: str,
         stages: list[Stage],
-    ) -> RunRecord:
+    ) -> PipelineRecord:
         """A record for this run; what an earlier run in the same folder recorded for a stage
         (its time, its settings) is kept until the stage runs again."""
         path = w.out / RUN_FILE

@@ -9,14 +9,14 @@ run.allow_trivial). Both verdicts go into run.json ("verdicts") and the run's la
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
-from tinybert.config import RunConfig, load_run_config
+from tinybert.config import Config, load_config
 from tinybert.errors import (
     TRIVIAL_STUDENT_EXIT,
     WEAK_TEACHER_EXIT,
@@ -25,35 +25,28 @@ from tinybert.errors import (
     UserError,
 )
 from tinybert.paths import check_output_dir
+from tinybert.pipeline.commands import run_stage
 from tinybert.pipeline.estimate import Clock, stage_costs
-from tinybert.pipeline.record import RunRecord
-from tinybert.pipeline.stages import (
-    Stage,
-    Wiring,
-    finished_marks,
-    mtimes,
-    plan,
-    stage_config,
-    up_to_date,
-)
+from tinybert.pipeline.record import PipelineRecord
+from tinybert.pipeline.stages import finished_marks, mtimes, plan, stage_config, up_to_date
 from tinybert.pipeline.verdict import Judgement, judge_model
-from tinybert.report import build_report
+from tinybert.pipeline.wiring import Stage, Wiring
 from tinybert.report.card import write_cards
 from tinybert.report.collect import collect_run, common_speed, speed_label
-from tinybert.report.files import is_trivial, kept_over_baseline, score_ratio, trivial_sentence
+from tinybert.report.files import kept_over_baseline, score_ratio
 from tinybert.train import distributed
 from tinybert.train.distributed import Dist
 
 
-def run_pipeline(configs: Sequence[str], overrides: Sequence[str]) -> RunRecord:
+def run_pipeline(configs: Sequence[str], overrides: Sequence[str]) -> PipelineRecord:
     """`tinybert run`: every stage of `run.stages`, wired; returns the run's record."""
     configs, overrides = list(configs), list(overrides)
-    cfg = load_run_config(configs, overrides)
+    cfg = load_config(configs, overrides)
     stages = plan(cfg, configs, overrides)
     check_output_dir(Path(cfg.output_dir), "output_dir")
     w = Wiring.of(cfg)
     dist, _ = distributed.setup(cfg.device)
-    record = RunRecord.start(w, configs, overrides, cfg.task.name, stages)
+    record = PipelineRecord.start(w, configs, overrides, cfg.task.name, stages)
     if dist.is_main:
         record.write()
     clock = Clock(stage_costs(stages, cfg, w))
@@ -95,12 +88,12 @@ def run_pipeline(configs: Sequence[str], overrides: Sequence[str]) -> RunRecord:
     return record
 
 
-def _keep_verdict(record: RunRecord, found: Judgement) -> None:
+def _keep_verdict(record: PipelineRecord, found: Judgement) -> None:
     record.data.setdefault("verdicts", {})[found.role] = found.record()
     record.write()
 
 
-def _check_teacher(cfg: RunConfig, w: Wiring, record: RunRecord, dist: Dist) -> None:
+def _check_teacher(cfg: Config, w: Wiring, record: PipelineRecord, dist: Dist) -> None:
     """After finetune: stop before task-distill if the teacher it kept is no better than the
     trivial baseline (distilling it would only copy that), unless run.allow_weak_teacher."""
     found = judge_model(cfg, "teacher", w.teacher) if dist.is_main else None
@@ -124,7 +117,7 @@ def _check_teacher(cfg: RunConfig, w: Wiring, record: RunRecord, dist: Dist) -> 
     raise NoBetterThanBaseline(message, WEAK_TEACHER_EXIT)
 
 
-def _judge_end(cfg: RunConfig, w: Wiring, record: RunRecord, dist: Dist) -> list[Judgement]:
+def _judge_end(cfg: Config, w: Wiring, record: PipelineRecord, dist: Dist) -> list[Judgement]:
     """The verdicts on the run's teacher and student at its end (main process), when the run
     made or evaluated them and there is a dev score to judge by."""
     stages = set(cfg.run.stages)
@@ -142,7 +135,9 @@ def _judge_end(cfg: RunConfig, w: Wiring, record: RunRecord, dist: Dist) -> list
     return judged
 
 
-def _end(record: RunRecord, stage: Stage, status: str, seconds: float, w: Wiring, dist: Dist):
+def _end(
+    record: PipelineRecord, stage: Stage, status: str, seconds: float, w: Wiring, dist: Dist
+) -> None:
     if dist.is_main:
         record.finish(stage, status, seconds, w)
         write_cards(_model_dirs(w))
@@ -150,11 +145,13 @@ def _end(record: RunRecord, stage: Stage, status: str, seconds: float, w: Wiring
 
 def _model_dirs(w: Wiring) -> list[Path]:
     """Every best/ and final/ this run wrote (never a teacher or base model from elsewhere)."""
-    stage_dirs = [w.out / "teacher", w.out / "general", *(w.out / "student").glob("*")]
+    stage_dirs = [w.teacher_dir, w.general_dir, *w.student_dir.glob("*")]
     return [d / kind for d in stage_dirs for kind in ("best", "final") if (d / kind).is_dir()]
 
 
-def _banner(i: int, stages: list[Stage], elapsed: float, clock: Clock, cfg: RunConfig, w: Wiring):
+def _banner(
+    i: int, stages: list[Stage], elapsed: float, clock: Clock, cfg: Config, w: Wiring
+) -> str:
     stage = stages[i]
     pending = [s.name for s in stages[i:] if not _looks_finished(s, cfg, w)]
     left = clock.left(pending)
@@ -169,7 +166,7 @@ def _banner(i: int, stages: list[Stage], elapsed: float, clock: Clock, cfg: RunC
     )
 
 
-def _looks_finished(stage: Stage, cfg: RunConfig, w: Wiring) -> bool:
+def _looks_finished(stage: Stage, cfg: Config, w: Wiring) -> bool:
     marks = finished_marks(stage, cfg, w)
     if marks:
         return all(m.is_file() for m in marks)
@@ -180,116 +177,24 @@ def _minutes(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
-def _run_stage(stage: Stage, cfg: RunConfig, w: Wiring, previous: dict, dist: Dist) -> str:
+def _run_stage(stage: Stage, cfg: Config, w: Wiring, previous: dict[str, Any], dist: Dist) -> str:
     """Run one stage; "done" if it did work, "skipped" if it was already finished."""
-    if stage.trains:
+    spec = run_stage(stage.name)
+    if spec.trains:  # always resume=auto: a finished stage is skipped by its resume, an
+        # interrupted one continues, and changed settings are refused naming the keys
         marks = finished_marks(stage, cfg, w)
         before = mtimes(marks)
-        _train(stage.name, cfg)
+        spec.work(stage, dataclasses.replace(cfg, resume=cfg.resume or "auto"), w)
         return "skipped" if None not in before and mtimes(marks) == before else "done"
     skip = False
     if dist.is_main:
-        skip = up_to_date(stage, previous) or _corpus_ready(stage, cfg, w)
+        skip = up_to_date(stage, previous) or bool(spec.ready and spec.ready(stage, cfg, w))
         if skip:
             tqdm.write(f"{stage.name}: already done with these settings; skipping")
         else:
-            _work(stage.name, cfg, w)
+            spec.work(stage, cfg, w)
     flags = dist.gather(skip)  # the others wait while the main process works
     return "skipped" if flags[0] else "done"
-
-
-def _train(name: str, cfg: RunConfig) -> None:
-    """A training stage, always with resume=auto: a finished stage is skipped by the loop, an
-    interrupted one continues, and changed settings are refused naming the keys."""
-    if name == "finetune":
-        from tinybert.recipes.finetune import run_finetune
-
-        run_finetune(_with_resume(cfg))
-    elif name == "general-distill":
-        from tinybert.recipes.general_distill import run_general_distill
-
-        run_general_distill(_with_resume(cfg))
-    else:
-        from tinybert.recipes.task_distill import run_task_distill
-
-        run_task_distill(_with_resume(cfg))
-
-
-def _with_resume(cfg: RunConfig) -> RunConfig:
-    return dataclasses.replace(cfg, resume=cfg.resume or "auto")
-
-
-def _corpus_ready(stage: Stage, cfg: RunConfig, w: Wiring) -> bool:
-    """prepare-corpus: a corpus already in corpus.path, made from the same inputs at the same
-    length, is used as it is; one made otherwise is refused (never silently replaced)."""
-    meta_path = Path(w.corpus) / "meta.json"
-    if stage.name != "prepare-corpus" or not meta_path.is_file():
-        return False
-    from tinybert.data.corpus import expand_inputs
-
-    meta = json.loads(meta_path.read_text())
-    sources = [str(Path(p).resolve()) for p in expand_inputs(list(cfg.corpus.inputs))]
-    if meta.get("max_seq_length") != cfg.corpus.max_seq_length or meta.get("sources") != sources:
-        raise UserError(
-            f"{w.corpus} holds a corpus made from other inputs or at another length "
-            f"(max_seq_length {meta.get('max_seq_length')}, now {cfg.corpus.max_seq_length}); "
-            "remove it, or set corpus.path to a new folder"
-        )
-    return True
-
-
-def _work(name: str, cfg: RunConfig, w: Wiring) -> None:
-    """The non-training stages, on the main process."""
-    if name == "prepare-corpus":
-        from tinybert.data.corpus import PackingOptions, prepare_corpus
-
-        check_output_dir(Path(w.corpus), "corpus.path")
-        options = PackingOptions(max_seq_length=cfg.corpus.max_seq_length)
-        stats = prepare_corpus(list(cfg.corpus.inputs), w.gd_teacher, w.corpus, options)
-        tqdm.write(f"prepare-corpus: {stats.sequences} sequences -> {w.corpus}")
-    elif name == "augment":
-        from tinybert.recipes.augment import run_augment
-
-        result = run_augment(cfg)
-        tqdm.write("\n".join(result.summary.lines()))
-    elif name == "report":
-        built = build_report(w.out)
-        tqdm.write(f"report: {built.md} and {built.html}")
-        for line in built.missing:
-            tqdm.write(f"  missing: {line}")
-    else:
-        for role, model in (("teacher", w.teacher), ("student", w.student)):
-            if not Path(model).is_dir():
-                fix = (
-                    "give teacher=<a fine-tuned model>, or add finetune to run.stages"
-                    if role == "teacher"
-                    else "add task-distill to run.stages"
-                )
-                raise UserError(f"{name}: no {role} at {model}; {fix}")
-            _per_model(name, cfg, model, role)
-
-
-def _per_model(name: str, cfg: RunConfig, model: str, role: str) -> None:
-    if name == "evaluate":
-        from tinybert.evaluate import default_output, run_evaluate, write_results
-
-        results = run_evaluate(cfg, model)
-        write_results(results, default_output(model))
-        shown = {k: v for k, v in results.items() if isinstance(v, float)}
-        tqdm.write(f"evaluate {model}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
-        verdict = results.get("verdict") or {}
-        if is_trivial(verdict):
-            tqdm.write(f"  !!! {trivial_sentence(role, verdict)}")
-    elif name == "export":
-        from tinybert.export.onnx import export_for_task
-
-        exported = export_for_task(model, Path(model) / "onnx", cfg, optimize=True, int8=True)
-        tqdm.write("\n".join(exported.summary()))
-    else:
-        from tinybert.speed import SpeedOptions, run_benchmark, summary_lines
-
-        speed, path = run_benchmark(cfg, model, SpeedOptions.from_config(cfg.benchmark))
-        tqdm.write("\n".join([f"benchmark {model} -> {path}", *summary_lines(speed)]))
 
 
 def _closing(w: Wiring, seconds: float, judged: list[Judgement], allow_trivial: bool) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tinybert.config import RunConfig
+from tinybert.config import Config
 from tinybert.data.baseline import judge, split_baselines
 from tinybert.data.task_data import load_task_data
 from tinybert.report.files import (
@@ -62,7 +62,7 @@ class Judgement:
         )
 
 
-def judge_model(cfg: RunConfig, role: str, model_dir: str | Path) -> Judgement | None:
+def judge_model(cfg: Config, role: str, model_dir: str | Path) -> Judgement | None:
     """The verdict on `model_dir`; None when neither an eval_results.json newer than its
     weights nor its stage's metrics.jsonl has a dev score of it."""
     model = Path(model_dir)
@@ -82,7 +82,7 @@ def _fresh_results(model: Path) -> dict[str, Any]:
     return json_or_empty(results)
 
 
-def _from_training(cfg: RunConfig, role: str, model: Path) -> Judgement | None:
+def _from_training(cfg: Config, role: str, model: Path) -> Judgement | None:
     """The verdict on the best dev evaluation of the model's stage, against the baseline of
     the dev rows that evaluation used (task.max_eval_examples included)."""
     log = model.parent / METRICS_FILE

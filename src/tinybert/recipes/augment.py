@@ -1,4 +1,4 @@
-"""augment: TinyBERT's data augmentation of a task's training split (data/augment.py).
+"""augment: TinyBERT's data augmentation of a task's training split (data/word_replacement.py).
 
 config -> the task's training file -> word vectors and/or a masked LM (as a plain top-k callable)
 -> <augment.output> (default <output_dir>/augmented/<train file name>) + <output>.summary.json
@@ -13,9 +13,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tinybert.config import RunConfig
+from tinybert.config import Config
 from tinybert.data import tfrecord
-from tinybert.data.augment import (
+from tinybert.data.base import split_source
+from tinybert.data.task_data import check_vocab, task_spec, train_file_name, train_path
+from tinybert.data.tasks import ExampleStream
+from tinybert.data.tokenization import load_tokenizer, tokenizer_info
+from tinybert.data.word_replacement import (
     AugmentOptions,
     AugmentSummary,
     MaskedLM,
@@ -24,10 +28,6 @@ from tinybert.data.augment import (
     candidate_exclusions,
     summary_file,
 )
-from tinybert.data.base import split_source
-from tinybert.data.task_data import check_vocab, task_spec, train_file_name, train_path
-from tinybert.data.tasks import ExampleStream
-from tinybert.data.tokenization import load_tokenizer, tokenizer_info
 from tinybert.data.word_vectors import load_word_vectors
 from tinybert.errors import UserError
 from tinybert.model import BertForMaskedLM, load_model
@@ -44,7 +44,7 @@ class AugmentResult:
     summary: AugmentSummary
 
 
-def run_augment(cfg: RunConfig, progress: bool = True) -> AugmentResult:
+def run_augment(cfg: Config, progress: bool = True) -> AugmentResult:
     """Augment the task's training file (task.train_file, else the train split in data_dir)."""
     a = cfg.augment
     task = task_spec(cfg.task)
@@ -97,7 +97,7 @@ def run_augment(cfg: RunConfig, progress: bool = True) -> AugmentResult:
     return AugmentResult(source, output, summary_file(output), summary)
 
 
-def _check_output(cfg: RunConfig, source: Path, output: Path) -> None:
+def _check_output(cfg: Config, source: Path, output: Path) -> None:
     """The output must not overwrite the input nor any split of the task, nor be a folder."""
     if output.is_dir():
         raise UserError(f"augment.output {output} is a directory; give a file name")
@@ -117,7 +117,7 @@ def _check_output(cfg: RunConfig, source: Path, output: Path) -> None:
             )
 
 
-def _masked_lm(cfg: RunConfig) -> MaskedLM:
+def _masked_lm(cfg: Config) -> MaskedLM:
     """The MLM of augment.mlm on `device`, as the data layer's top-k callable."""
     a = cfg.augment
     device = resolve_device(cfg.device)

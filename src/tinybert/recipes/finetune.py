@@ -7,40 +7,39 @@ from __future__ import annotations
 
 import torch
 
-from tinybert.config import RunConfig
-from tinybert.data.task_data import check_labels, check_metric, load_task_data, task_spec
+from tinybert.config import Config
+from tinybert.data.task_data import load_training_data, task_spec
 from tinybert.distill.objectives import SupervisedLoss
 from tinybert.errors import UserError
 from tinybert.model import load_model
 from tinybert.recipes.common import (
     EVAL_KEYS,
     TASK_KEYS,
-    check_seq_length,
     dev_evaluation,
     report_new_weights,
-    run_context,
     stage_settings,
-    train_data,
 )
-from tinybert.train.loop import Trainer, TrainResult
+from tinybert.train.context import stage_context
+from tinybert.train.loop import TrainData, Trainer, TrainResult
 
 STAGE = "teacher"
 
 
-def run_finetune(cfg: RunConfig) -> TrainResult:
+def run_finetune(cfg: Config) -> TrainResult:
     """Fine-tune `cfg.model` on the task; the best dev model is kept in teacher/best."""
     if not cfg.model:
         raise UserError("finetune needs model=<Hugging Face BERT directory>")
     task = task_spec(cfg.task)
-    check_metric(task, cfg.task.metric)
-    ctx = run_context(cfg, tokenizer_dir=cfg.model)
+    ctx = stage_context(cfg, tokenizer_dir=cfg.model)
     ctx.preflight([STAGE])
+    # The model: a new head for the task's labels on the encoder in cfg.model.
     torch.manual_seed(cfg.seed)  # the new head's initial weights
     model, report = load_model(cfg.model, head=task.head, **task.head_args)
     report_new_weights(cfg.model, report)
-    check_labels(model.config, task, cfg.model)
-    check_seq_length(cfg, model.config, f"model {cfg.model}")
-    data = load_task_data(cfg.task, cfg.model, cfg.seed, vocab_size=model.config.vocab_size)
+    # The data, checked against the model before it is read.
+    models = {f"model {cfg.model}": model.config}
+    data = load_training_data(cfg.task, cfg.model, cfg.seed, models)
+    # Train; the trainer saves best/, final/ and the checkpoints.
     model.to(ctx.device)
     trainer = Trainer(
         cfg.finetune,
@@ -48,7 +47,7 @@ def run_finetune(cfg: RunConfig) -> TrainResult:
         STAGE,
         model=model,
         loss_fn=SupervisedLoss(model, task.is_regression),
-        data=train_data(data),
+        data=TrainData.of_task(data),
         evaluation=dev_evaluation(
             model, data, cfg.finetune.eval_batch_size, ctx.device, cfg.task.metric
         ),

@@ -19,30 +19,25 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tinybert.config import RunConfig
+from tinybert.config import Config
 from tinybert.data.corpus import CorpusDataset, TFRecordCorpus, open_corpus
 from tinybert.distill.objectives import intermediate_objective
-from tinybert.distill.student import build_student, resolve_start
+from tinybert.distill.student import build_student, load_teacher, resolve_start
 from tinybert.errors import UserError
-from tinybert.recipes.common import (
-    PHASE1_KEYS,
-    load_teacher,
-    run_context,
-    stage_settings,
-    start_settings,
-)
+from tinybert.recipes.common import PHASE1_KEYS, stage_settings, start_settings
+from tinybert.train.context import stage_context
 from tinybert.train.loop import TrainData, Trainer, TrainResult
 
 STAGE = "general"
 CHUNK_BYTES = 16 << 20  # read a prepared corpus's shard files this much at a time to hash them
 
 
-def run_general_distill(cfg: RunConfig) -> TrainResult:
+def run_general_distill(cfg: Config) -> TrainResult:
     """Distil the teacher into a student (built as student.init says) on the corpus; see the
     module docstring."""
     if not cfg.corpus.path:
         raise UserError("general-distill needs corpus.path=<prepared corpus or TFRecord folder>")
-    ctx = run_context(cfg, tokenizer_dir=cfg.teacher)
+    ctx = stage_context(cfg, tokenizer_dir=cfg.teacher)
     ctx.preflight([STAGE])
     corpus = open_corpus(cfg.corpus.path, cfg.teacher)  # checks the vocabulary
     lengths = corpus.lengths

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from tinybert.config import RunConfig
+from tinybert.config import Config
 from tinybert.data import load_tokenizer, tokenizer_info
 from tinybert.distill.student import student_shape
 from tinybert.errors import UserError
@@ -17,7 +17,7 @@ from tinybert.model import BertConfig, BertModel, save_model
 from tinybert.paths import build_dir
 
 
-def run_init_model(cfg: RunConfig, vocab_file: str, out_dir: str, lowercase: bool = True) -> Path:
+def run_init_model(cfg: Config, vocab_file: str, out_dir: str, lowercase: bool = True) -> Path:
     """A random BERT encoder of shape `cfg.student` with the vocabulary in `vocab_file`, written
     to the new folder `out_dir`: a non-empty one is refused (it may hold a model), and the model
     is built in a hidden sibling renamed at the end, so a bad vocabulary leaves nothing behind."""
@@ -30,7 +30,7 @@ def run_init_model(cfg: RunConfig, vocab_file: str, out_dir: str, lowercase: boo
     return out
 
 
-def _write(cfg: RunConfig, words: list[str], lowercase: bool, folder: Path) -> None:
+def _write(cfg: Config, words: list[str], lowercase: bool, folder: Path) -> None:
     (folder / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
     (folder / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": lowercase}) + "\n")
     # Checks the vocabulary has [PAD], [UNK], [CLS], [SEP]; the table gets a row per id.

@@ -21,34 +21,25 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from tinybert.config import RunConfig
-from tinybert.data.task_data import (
-    TaskData,
-    check_labels,
-    check_metric,
-    load_task_data,
-    task_spec,
-)
+from tinybert.config import Config
+from tinybert.data.task_data import TaskData, check_model, load_training_data, task_spec
 from tinybert.distill.mapping import resolve_layer_map
 from tinybert.distill.objectives import PredictionLoss, intermediate_objective, teacher_logits
-from tinybert.distill.student import Start, build_student, resolve_start
+from tinybert.distill.student import Start, build_student, load_teacher, resolve_start
 from tinybert.distill.teacher_cache import CachePlan, remove_cache
 from tinybert.model import AnyBertModel
 from tinybert.recipes.common import (
     EVAL_KEYS,
     PHASE1_KEYS,
     TASK_KEYS,
-    check_seq_length,
     dev_evaluation,
-    load_teacher,
-    run_context,
     stage_settings,
     start_settings,
-    train_data,
     weights_digest,
 )
+from tinybert.train.context import StageContext, stage_context
 from tinybert.train.inference import Logits
-from tinybert.train.loop import RunContext, TrainData, Trainer, TrainResult
+from tinybert.train.loop import TrainData, Trainer, TrainResult
 from tinybert.train.precision import resolve_precision
 from tinybert.train.resume import data_fingerprint
 
@@ -58,34 +49,23 @@ INTERMEDIATE, PREDICTION = f"{STAGE}/intermediate", f"{STAGE}/prediction"
 SMALL_TASK_ROWS = 50_000
 
 
-def run_task_distill(cfg: RunConfig) -> dict[str, TrainResult]:
-    """Phase 1 then phase 2, as `distill.phases` says; results by phase name."""
+def run_task_distill(cfg: Config) -> dict[str, TrainResult]:
+    """Phase 1 then phase 2, as `distill.phases` says; results by phase name.
+
+    Top to bottom: where and on what it runs; the teacher; the task's data, checked against the
+    teacher before it is read; the student, built from the teacher and checked the same way;
+    each phase (its trainer saves final/, best/ and the checkpoints)."""
     task = task_spec(cfg.task)
-    check_metric(task, cfg.task.metric)  # now, not after phase 1
-    ctx = run_context(cfg, tokenizer_dir=cfg.teacher)
+    ctx = stage_context(cfg, tokenizer_dir=cfg.teacher)
     phases = {"intermediate": INTERMEDIATE, "prediction": PREDICTION}
     running = [stage for name, stage in phases.items() if name in cfg.distill.phases]
     # The phase that does not run must not be running elsewhere either: phase 2 alone into a
     # folder whose phase 1 another process is writing would train beside it, then collide.
     ctx.preflight(running, neighbours=[s for s in phases.values() if s not in running])
-    teacher = load_teacher(cfg.teacher, task.head, "task-distill", task).to(ctx.device)
-    check_seq_length(cfg, teacher.config, f"teacher {cfg.teacher}")
-    start = resolve_start(cfg.student, teacher.config, cfg.teacher, cfg.distill.layer_map)
-    if ctx.dist.is_main:
-        tqdm.write(f"student: {start.describe()}")
-    torch.manual_seed(cfg.seed)  # the student's initial weights
-    student = build_student(cfg.student, teacher, task.head, start=start, **task.head_args)
-    student = student.to(ctx.device)
-    check_labels(student.config, task, "student")
-    check_seq_length(cfg, student.config, "student")
-    data = load_task_data(cfg.task, cfg.teacher, cfg.seed, vocab_size=teacher.config.vocab_size)
-    if ctx.dist.is_main and start.init == "random" and len(data.train_set()) < SMALL_TASK_ROWS:
-        tqdm.write(
-            f"warning: a student from random weights rarely learns a task of "
-            f"{len(data.train_set()):,} rows (on 4k-row pair tasks it stayed near the trivial "
-            "baseline, README 'Small tasks'); leave student.init at auto to start from the "
-            "teacher's weights, or give a general-distilled student in student.path"
-        )
+    teacher = load_teacher(cfg.teacher, task.head, "task-distill").to(ctx.device)
+    models = {f"teacher {cfg.teacher}": teacher.config}
+    data = load_training_data(cfg.task, cfg.teacher, cfg.seed, models)
+    student, start = _student(cfg, ctx, teacher, data)
     results: dict[str, TrainResult] = {}
     if "intermediate" in cfg.distill.phases:
         results["intermediate"] = _intermediate(cfg, ctx, teacher, student, data, start)
@@ -94,15 +74,41 @@ def run_task_distill(cfg: RunConfig) -> dict[str, TrainResult]:
     return results
 
 
+def _student(
+    cfg: Config, ctx: StageContext, teacher: AnyBertModel, data: TaskData
+) -> tuple[AnyBertModel, Start]:
+    """The student built from the teacher as student.init says, checked against the task like
+    the teacher (a checkpoint's positions may be fewer), on the device."""
+    start = resolve_start(cfg.student, teacher.config, cfg.teacher, cfg.distill.layer_map)
+    if ctx.dist.is_main:
+        tqdm.write(f"student: {start.describe()}")
+    torch.manual_seed(cfg.seed)  # the student's initial weights
+    task = data.task
+    student = build_student(cfg.student, teacher, task.head, start=start, **task.head_args)
+    check_model(cfg.task, student.config, "student")
+    _warn_small_task(ctx, start, len(data.train_set()))
+    return student.to(ctx.device), start
+
+
+def _warn_small_task(ctx: StageContext, start: Start, rows: int) -> None:
+    if ctx.dist.is_main and start.init == "random" and rows < SMALL_TASK_ROWS:
+        tqdm.write(
+            f"warning: a student from random weights rarely learns a task of "
+            f"{rows:,} rows (on 4k-row pair tasks it stayed near the trivial "
+            "baseline, README 'Small tasks'); leave student.init at auto to start from the "
+            "teacher's weights, or give a general-distilled student in student.path"
+        )
+
+
 def _intermediate(
-    cfg: RunConfig,
-    ctx: RunContext,
+    cfg: Config,
+    ctx: StageContext,
     teacher: AnyBertModel,
     student: AnyBertModel,
     data: TaskData,
     start: Start,
 ) -> TrainResult:
-    train = train_data(data)
+    train = TrainData.of_task(data)
     layer_map = resolve_layer_map(
         student.config.num_hidden_layers, teacher.config.num_hidden_layers, cfg.distill.layer_map
     )
@@ -136,7 +142,7 @@ def _intermediate(
 
 
 def _cache_plan(
-    cfg: RunConfig, ctx: RunContext, teacher: nn.Module, train: TrainData, layer_map: list[int]
+    cfg: Config, ctx: StageContext, teacher: nn.Module, train: TrainData, layer_map: list[int]
 ) -> CachePlan | None:
     """How phase 1 caches the teacher's outputs (distill/teacher_cache.py), or None (with a
     message saying why) when it computes them at every step."""
@@ -176,15 +182,15 @@ def _cache_plan(
 
 
 def _prediction(
-    cfg: RunConfig,
-    ctx: RunContext,
+    cfg: Config,
+    ctx: StageContext,
     teacher: nn.Module,
     student: nn.Module,
     data: TaskData,
     start: Start,
 ) -> TrainResult:
     train_cfg = cfg.prediction
-    train = train_data(data)
+    train = TrainData.of_task(data)
     precision = resolve_precision(train_cfg.precision, ctx.device)
 
     def logits() -> Logits:  # run before phase 2's first step: never when it already finished

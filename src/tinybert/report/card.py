@@ -150,7 +150,7 @@ class _Facts:
 
     dir: Path
     config: dict  # config.json
-    run: dict  # the stage's config.yaml (full RunConfig), {} if absent
+    run: dict  # the stage's config.yaml (full Config), {} if absent
     rows: list[dict]  # the stage's metrics.jsonl
     stage: str  # teacher | general | intermediate | prediction | "" (unknown)
     task: str  # canonical task name ("" for GD or unknown)

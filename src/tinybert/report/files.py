@@ -5,7 +5,7 @@
     main_metric("mnli", {"metric": None}, ["dev_matched"])  # -> "dev_matched/accuracy"
 
 The one place in tinybert.report that names these files and knows their formats. The writers'
-own constants (tinybert.evaluate.RESULTS_FILE, tinybert.speed.SPEED_FILE,
+own constants (tinybert.evaluate.RESULTS_FILE, tinybert.benchmark.SPEED_FILE,
 tinybert.export.onnx.REPORT_FILE) live in modules that import torch, so the names are spelled
 again here (tests check they agree). A reader never raises over a missing or damaged file: it
 returns None or {} (and, where the report names it, why). Importing this module does not import
@@ -32,7 +32,7 @@ EXPORT_FILE = "export.json"  # `tinybert export`, in the model's EXPORT_SUBDIR (
 SPEED_FILE = "speed.json"  # `tinybert benchmark`, beside the model
 WEIGHTS_FILE = "model.safetensors"
 METRICS_FILE = "metrics.jsonl"  # in a stage folder (the model's parent)
-CONFIG_FILE = "config.yaml"  # in a stage folder: the full merged RunConfig
+CONFIG_FILE = "config.yaml"  # in a stage folder: the full merged Config
 CARD_FILE = "README.md"  # the model card, beside the model
 INIT_FILE = "init.json"  # in a stage folder: how its student was initialised (student.init)
 # Keys of eval_results.json / eval rows that count things rather than score the model (MNLI
@@ -82,7 +82,7 @@ def student_start(stage_dir: Path) -> str:
 
 
 def read_config(stage_dir: Path) -> dict[str, Any]:
-    """A stage folder's config.yaml (the full RunConfig); {} if missing, garbled or no mapping."""
+    """A stage folder's config.yaml (the full Config); {} if missing, garbled or no mapping."""
     try:
         data = yaml.safe_load((stage_dir / CONFIG_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError, yaml.YAMLError):

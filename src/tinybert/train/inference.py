@@ -20,11 +20,12 @@ from tinybert.data.metrics import compute_metrics
 from tinybert.data.tokenization import TaskDataset
 from tinybert.model import AnyBertModel
 
-Batch = dict[str, torch.Tensor]
+# The model inputs of one batch by name (not train.objective.Batch, the training batch).
+Inputs = dict[str, torch.Tensor]
 # A backend-agnostic model: a collated batch (input_ids, attention_mask, token_type_ids: (B, T)
 # int64 CPU tensors) -> logits (B, C) or (B, T, C), a tensor or a numpy array. PyTorch modules
 # and ONNX Runtime sessions (tinybert.export.runtime) both fit, so one loop runs either.
-LogitsFn = Callable[[Batch], "torch.Tensor | np.ndarray"]
+LogitsFn = Callable[[Inputs], "torch.Tensor | np.ndarray"]
 
 
 class TokenLogits:
@@ -52,11 +53,11 @@ Logits = torch.Tensor | TokenLogits
 
 def torch_logits_fn(
     model: nn.Module, device: torch.device | None = None
-) -> Callable[[Batch], torch.Tensor]:
+) -> Callable[[Inputs], torch.Tensor]:
     """`model` (a tinybert head model) as a LogitsFn; batches move to `device` (default CPU)."""
     device = device or torch.device("cpu")
 
-    def logits(batch: Batch) -> torch.Tensor:
+    def logits(batch: Inputs) -> torch.Tensor:
         return model(
             batch["input_ids"].to(device),
             batch["attention_mask"].to(device),
@@ -68,20 +69,20 @@ def torch_logits_fn(
 
 def bf16_logits_fn(
     model: nn.Module, device: torch.device | None = None
-) -> Callable[[Batch], torch.Tensor]:
+) -> Callable[[Inputs], torch.Tensor]:
     """`model` with bf16 weights as a LogitsFn returning float32 logits. Converts `model` in
     place (pass a copy to keep an fp32 one). On a CPU with native bf16 it is faster than fp32
     weights under autocast, which casts every weight again on every call."""
     fn = torch_logits_fn(model.to(dtype=torch.bfloat16), device)
 
-    def logits(batch: Batch) -> torch.Tensor:
+    def logits(batch: Inputs) -> torch.Tensor:
         with torch.inference_mode():
             return fn(batch).float()
 
     return logits
 
 
-def dataset_collate(dataset: TaskDataset, pad_id: int) -> Callable[[list[int]], Batch]:
+def dataset_collate(dataset: TaskDataset, pad_id: int) -> Callable[[list[int]], Inputs]:
     return lambda indices: collate([dataset[i] for i in indices], pad_id=pad_id)
 
 
@@ -107,7 +108,7 @@ def predict_logits(
 def logits_over(
     model: nn.Module | LogitsFn,
     lengths: Sequence[int] | np.ndarray,
-    collate_fn: Callable[[list[int]], Batch],
+    collate_fn: Callable[[list[int]], Inputs],
     batch_size: int,
     device: torch.device | None = None,
     progress: Callable[[int], object] | None = None,
@@ -134,7 +135,7 @@ def logits_over(
 def _run_batches(
     fn: LogitsFn,
     lengths: Sequence[int] | np.ndarray,
-    collate_fn: Callable[[list[int]], Batch],
+    collate_fn: Callable[[list[int]], Inputs],
     batch_size: int,
     progress: Callable[[int], object] | None,
 ) -> Logits:

@@ -11,8 +11,8 @@ scheduler, so a resumed run takes the same steps as one that never stopped.
 
 Data parallel (torchrun): `batch_size` is the global micro-batch; each process takes its rows
 of it (see `distributed.py`), the trainable modules are wrapped in DistributedDataParallel, and
-each slice's loss is normalised by the global batch's counts (see `objectives.py`), so the
-weights after K steps equal a one-process run's with the same batch size.
+each slice's loss is normalised by the global batch's counts (`Batch.norm_*`, see
+`objective.py`), so the weights after K steps equal a one-process run's with the same batch size.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -37,14 +37,16 @@ from tqdm.auto import tqdm
 
 from tinybert.config import TrainConfig
 from tinybert.data.batching import batch_order
+from tinybert.data.task_data import TaskData
 from tinybert.errors import Interrupted, UserError
 from tinybert.paths import write_atomic
 from tinybert.train import checkpoint as ckpt
-from tinybert.train.distributed import Dist
+from tinybert.train.context import StageContext
 from tinybert.train.health import WEIGHT_LIMIT, last_sound_checkpoint, unsound_weight
+from tinybert.train.objective import Batch, Objective
 from tinybert.train.optim import build_optimizer, linear_schedule
 from tinybert.train.precision import autocast, explain_precision, precision_label
-from tinybert.train.reporting import MetricsLog, Progress
+from tinybert.train.progress import MetricsLog, Progress
 from tinybert.train.resume import (
     DATA_KEY,
     RESUMABLE,
@@ -58,96 +60,52 @@ from tinybert.train.resume import (
 )
 from tinybert.train.signals import StopSignals
 
-__all__ = ["INIT_FILE", "Evaluation", "RunContext", "TrainData", "TrainResult", "Trainer"]
+__all__ = [
+    "INIT_FILE",
+    "Batch",
+    "Collated",
+    "Evaluation",
+    "Objective",
+    "StageContext",
+    "TrainData",
+    "TrainResult",
+    "Trainer",
+]
 
 INIT_FILE = "init.json"  # in a stage folder: how its model was initialised (Trainer's `init`)
 
-Batch = dict[str, torch.Tensor]
-LossFn = Callable[[Batch], tuple[torch.Tensor, dict[str, float]]]
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """What every stage of one command shares: where it writes, on what, and how it resumes.
-
-    A stage writes to `root / stage` (e.g. runs/sst2/student/intermediate). `save_model(model,
-    dir)` writes a Hugging Face directory (config, weights, tokenizer).
-    """
-
-    root: Path
-    device: torch.device
-    save_model: Callable[[nn.Module, Path], None]
-    dist: Dist = field(default_factory=Dist)
-    seed: int = 42
-    # None, "auto", or a path: a checkpoint (or the folder) of one stage, which resumes from it;
-    # the command's other stages then behave as with "auto"
-    resume: str | None = None
-    # written as <stage>/config.yaml when a stage starts or resumes training (never when it is
-    # skipped as finished, nor when its resume is refused)
-    config_text: str | None = None
-
-    def resume_for(self, stage_dir: Path) -> str | None:
-        """What `resume` means for the stage writing to `stage_dir`: None, "auto", or the
-        checkpoint path when the path lies in that stage's folder ("auto" for other stages)."""
-        if self.resume is None or self.resume == "auto":
-            return self.resume
-        path, folder = Path(self.resume).resolve(), Path(stage_dir).resolve()
-        if path == folder:
-            return "auto"
-        return self.resume if folder in path.parents else "auto"
-
-    def preflight(self, stages: Sequence[str], neighbours: Sequence[str] = ()) -> None:
-        """Checks before a command does any work: `resume=<path>` names a checkpoint of one of
-        its `stages` (folders under `root`), no other process holds a stage folder or one of
-        `neighbours` (stages of the same command this run skips, e.g. task-distill's phase 1
-        with distill.phases=[prediction]), and a fresh run (no resume) does not write into a
-        folder holding another run."""
-        folders = [Path(self.root) / s for s in stages]
-        if self.resume not in (None, "auto"):
-            path = Path(self.resume)
-            owner = [f for f in folders if f.resolve() in (path.resolve(), *path.resolve().parents)]
-            if not owner:
-                raise UserError(
-                    f"resume={self.resume} is not in a stage folder of this command "
-                    f"({', '.join(str(f) for f in folders)}); give a checkpoint inside one of "
-                    "them (e.g. .../checkpoint-N), or resume=auto"
-                )
-            if path.resolve() != owner[0].resolve() and not (path / ckpt.STATE_FILE).is_file():
-                found = [p.name for p in ckpt.step_checkpoints(owner[0])]
-                if (owner[0] / "final" / ckpt.STATE_FILE).is_file():
-                    found.append("final")
-                raise UserError(
-                    f"resume={self.resume} is not a checkpoint (no {ckpt.STATE_FILE} in it); "
-                    f"{owner[0]} holds: {', '.join(found) or 'no checkpoints'}"
-                )
-        error = None
-        if self.dist.is_main:
-            try:
-                for folder in [*folders, *(Path(self.root) / s for s in neighbours)]:
-                    ckpt.check_free(folder)
-                for folder in folders if self.resume is None else []:
-                    ckpt.check_unused(folder)
-            except UserError as exc:
-                error = str(exc)
-        for message in self.dist.gather(error):
-            if message:
-                raise UserError(message)
+# Rows as the data layer collates them (`tinybert.data.collate`, a corpus's `collate`): tensors
+# by name; the loop turns them into a `Batch` (`Batch.from_rows`).
+Collated = dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)
 class TrainData:
-    """The training set as the loop sees it: row lengths, and `collate(indices)` -> a batch.
+    """The training set as the loop sees it: row lengths, and `collate(indices)` -> those rows
+    collated (input_ids, attention_mask, token_type_ids, and labels and index where the data
+    has them; see `Batch.from_rows`).
 
     Token tasks also give `scored`, each row's number of scored tokens (labels not -100), from
-    which a distributed run counts the global batch's (`norm_scored`, see objectives.py).
+    which a distributed run counts the global batch's (`Batch.norm_scored`).
     `content()` streams the whole set (arrays or bytes) for the resume fingerprint; without it
     every row is collated and hashed (exact, slower; see resume.data_fingerprint).
     """
 
     lengths: Sequence[int] | np.ndarray
-    collate: Callable[[list[int]], Batch]
-    scored: Sequence[int] | None = None
+    collate: Callable[[list[int]], Collated]
+    scored: Sequence[int] | np.ndarray | None = None
     content: Callable[[], Iterable[Any]] | None = None
+
+    @classmethod
+    def of_task(cls, data: TaskData) -> TrainData:
+        """A task's training split (its tokenised arrays stream the resume fingerprint)."""
+        train = data.train_set()
+        return cls(
+            lengths=train.lengths,
+            collate=data.collate_fn(train),
+            scored=data.train_scored(),
+            content=data.train_content,
+        )
 
 
 @dataclass(frozen=True)
@@ -194,7 +152,7 @@ class _Objective(nn.Module):
     in the gradient all-reduce, with a zero loss that touches every parameter.
     """
 
-    def __init__(self, modules: list[nn.Module], loss_fn: LossFn):
+    def __init__(self, modules: list[nn.Module], loss_fn: Objective):
         super().__init__()
         self.parts = nn.ModuleList(modules)
         self.loss_fn = loss_fn
@@ -208,7 +166,8 @@ class _Objective(nn.Module):
 
 
 class Trainer:
-    """Runs one training stage: `data.collate(indices)` builds a batch; `loss_fn(batch)` scores it.
+    """Runs one training stage: `data.collate(indices)` builds a batch; `loss_fn(batch)` (an
+    `Objective`) scores it.
 
     `model` is what gets saved as a Hugging Face directory (via `ctx.save_model`); `extra` holds
     other trainable modules (e.g. hidden-state projections) kept in the state file only.
@@ -217,11 +176,11 @@ class Trainer:
     def __init__(
         self,
         cfg: TrainConfig,
-        ctx: RunContext,
+        ctx: StageContext,
         stage: str,
         *,
         model: nn.Module,
-        loss_fn: LossFn,
+        loss_fn: Objective,
         data: TrainData,
         extra: nn.Module | None = None,
         evaluation: Evaluation | None = None,
@@ -306,9 +265,7 @@ class Trainer:
                 torch.manual_seed(self.seed + self.dist.rank)  # ranks draw different masks
                 if self.dist.is_main:  # rows of a run killed before its first checkpoint
                     self.log.start_fresh()
-            prepare = getattr(self.loss_fn, "prepare", None)
-            if prepare is not None:  # e.g. phase 2's teacher logits: every process, first
-                prepare()
+            self.loss_fn.prepare()  # e.g. phase 2's teacher logits: every process, first
             return self._train()
 
     def _train(self) -> TrainResult:
@@ -432,24 +389,23 @@ class Trainer:
         """This process's rows of a global micro-batch, on the device (None if it has none).
 
         Distributed, the batch also carries the global batch's row, token and token-pair counts
-        (and scored-token count, for token tasks) that the losses average over (objectives.py).
+        (and scored-token count, for token tasks) that the losses average over (`Batch.norm_*`).
         """
-        if self.dist.enabled:
-            lengths = self.lengths[indices].astype(np.float64)
-            norms = {
-                "norm_rows": float(len(indices)),
-                "norm_tokens": lengths.sum(),
-                "norm_pairs": np.square(lengths).sum(),
-            }
-            if self.scored is not None:
-                norms["norm_scored"] = float(self.scored[indices].sum())
-            indices = indices[self.dist.rank :: self.dist.world]
-            if not indices:
-                return None
-        batch = self.collate(indices)
-        if self.dist.enabled:
-            batch.update({k: torch.tensor(v, dtype=torch.float32) for k, v in norms.items()})
-        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        if not self.dist.enabled:
+            return Batch.from_rows(self.collate(indices)).to(self.device)
+        lengths = self.lengths[indices].astype(np.float64)
+        counts = {
+            "norm_rows": float(len(indices)),
+            "norm_tokens": lengths.sum(),
+            "norm_pairs": np.square(lengths).sum(),
+        }
+        if self.scored is not None:
+            counts["norm_scored"] = float(self.scored[indices].sum())
+        mine = indices[self.dist.rank :: self.dist.world]
+        if not mine:
+            return None
+        norms = {k: torch.tensor(v, dtype=torch.float32) for k, v in counts.items()}
+        return replace(Batch.from_rows(self.collate(mine)), **norms).to(self.device)
 
     def _step(self, group: list[list[int]]) -> dict[str, float]:
         """One optimizer step over `group` micro-batches (gradient accumulation)."""

@@ -1,4 +1,4 @@
-"""`tinybert.speed`: speed.json from the task's own dev sentences, torch and ONNX rows, refusals;
+"""`tinybert.benchmark`: speed.json from the task's own dev sentences, torch and ONNX rows, refusals;
 the fastest backend per batch size and what `predict --backend fastest` and `export` make of it.
 
 No timing is asserted (CI machines vary); only that every figure is a positive, finite rate.
@@ -13,15 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tinybert.cli import main
-from tinybert.config import BenchmarkConfig, RunConfig, load_run_config
-from tinybert.data.tasks import get_task
-from tinybert.errors import UserError
-from tinybert.export.onnx import export_model
-from tinybert.export.recommend import int8_accuracy, recommend, recommendation_lines
-from tinybert.export.runtime import INT8_FILE, OPTIMIZED_FILE
-from tinybert.predict import Predictor
-from tinybert.speed import (
+from tinybert.benchmark import (
     SPEED_FILE,
     SpeedOptions,
     machine_description,
@@ -29,6 +21,14 @@ from tinybert.speed import (
     run_benchmark,
     summary_lines,
 )
+from tinybert.cli import main
+from tinybert.config import BenchmarkConfig, Config, load_config
+from tinybert.data.tasks import get_task
+from tinybert.errors import UserError
+from tinybert.export.onnx import export_model
+from tinybert.export.recommend import int8_accuracy, recommend, recommendation_lines
+from tinybert.export.runtime import INT8_FILE, OPTIMIZED_FILE
+from tinybert.predict import Predictor
 
 from .conftest import sst2_rows, write_sst2, write_tiny_bert
 from .test_clue import write_jsonl, write_zh_vocab
@@ -51,12 +51,12 @@ KEYS = {
 }
 
 
-def sst2_config(data_dir: Path) -> RunConfig:
-    return load_run_config([], [f"task.data_dir={data_dir}", "task.max_seq_length=32"])
+def sst2_config(data_dir: Path) -> Config:
+    return load_config([], [f"task.data_dir={data_dir}", "task.max_seq_length=32"])
 
 
 @pytest.fixture(scope="module")
-def classifier(tmp_path_factory) -> tuple[Path, RunConfig]:
+def classifier(tmp_path_factory) -> tuple[Path, Config]:
     """(a tiny classifier with a head, its SST-2 config with 24 dev rows)."""
     root = tmp_path_factory.mktemp("speed")
     data = write_sst2(root / "SST-2", n_train=8, n_dev=24)
@@ -64,7 +64,7 @@ def classifier(tmp_path_factory) -> tuple[Path, RunConfig]:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> tuple[Path, RunConfig]:
+def exported(tmp_path_factory) -> tuple[Path, Config]:
     """The same kind of classifier with an export in DIR/onnx (fp32, optimised, int8)."""
     root = tmp_path_factory.mktemp("speed-onnx")
     data = write_sst2(root / "SST-2", n_train=8, n_dev=24)
@@ -138,7 +138,7 @@ def test_token_task(tmp_path):
     write_zh_vocab(model_dir)
     make_classifier(model_dir, head="token", labels=labels)
     write_jsonl(tmp_path / "cluener/dev.json", ner_rows(6, seed=1))
-    cfg = load_run_config(
+    cfg = load_config(
         [], ["task.name=cluener", f"task.data_dir={tmp_path / 'cluener'}", "task.max_seq_length=32"]
     )
     result = measure_speed(cfg, model_dir, SpeedOptions(batch_sizes=(1, 4), repeats=1))

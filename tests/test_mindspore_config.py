@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tinybert.config import RunConfig, load_run_config
-from tinybert.convert.seed_config import convert_config, flatten
+from tinybert.config import Config, load_config
+from tinybert.convert.mindspore_config import convert_config, flatten
 from tinybert.errors import UserError
 
 NET = """\
@@ -171,9 +171,9 @@ def write(folder: Path, name: str, text: str) -> Path:
     return path
 
 
-def load(text: str, folder: Path) -> RunConfig:
-    """Load converted text the way a user would: from a file, with load_run_config."""
-    return load_run_config([write(folder, "converted.yaml", text)])
+def load(text: str, folder: Path) -> Config:
+    """Load converted text the way a user would: from a file, with load_config."""
+    return load_config([write(folder, "converted.yaml", text)])
 
 
 def sections(text: str) -> dict[str, str]:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from tinybert.config import BenchmarkConfig, RunConfig
+from tinybert.config import BenchmarkConfig, Config
 from tinybert.data.batching import collate
 from tinybert.data.task_data import check_labels, check_length, load_task_data, task_spec
 from tinybert.data.tokenization import TaskDataset
@@ -40,7 +40,7 @@ from tinybert.export.recommend import SPEED_FILE, fastest_rows, int8_accuracy, i
 from tinybert.export.runtime import INT8_FILE, OnnxLogits, export_dir, find_onnx
 from tinybert.model import BertTaskModel, load_model, saved_head
 from tinybert.paths import write_atomic
-from tinybert.train.inference import Batch, LogitsFn, bf16_logits_fn, torch_logits_fn
+from tinybert.train.inference import Inputs, LogitsFn, bf16_logits_fn, torch_logits_fn
 from tinybert.train.precision import resolve_precision
 
 __all__ = ["SPEED_FILE", "SpeedOptions", "measure_speed", "run_benchmark", "summary_lines"]
@@ -80,7 +80,7 @@ class SpeedOptions:
 
 
 def run_benchmark(
-    cfg: RunConfig,
+    cfg: Config,
     model_dir: str | Path,
     options: SpeedOptions = SpeedOptions(),
     on_row: Callable[[dict], object] | None = None,
@@ -97,7 +97,7 @@ def run_benchmark(
 
 
 def measure_speed(
-    cfg: RunConfig,
+    cfg: Config,
     model_dir: str | Path,
     options: SpeedOptions = SpeedOptions(),
     on_row: Callable[[dict], object] | None = None,
@@ -137,7 +137,7 @@ def measure_speed(
     }
 
 
-def _load_torch(cfg: RunConfig, model_dir: Path) -> BertTaskModel:
+def _load_torch(cfg: Config, model_dir: Path) -> BertTaskModel:
     """The saved model in eval mode on CPU; refused without a trained head (as evaluate does)."""
     model, report = load_model(model_dir, head=saved_head(model_dir))
     if report.initialised:
@@ -151,7 +151,7 @@ def _load_torch(cfg: RunConfig, model_dir: Path) -> BertTaskModel:
 
 
 def _dev_sentences(
-    cfg: RunConfig, model_dir: Path, vocab_size: int, max_sentences: int
+    cfg: Config, model_dir: Path, vocab_size: int, max_sentences: int
 ) -> tuple[TaskDataset, int]:
     """The first `max_sentences` rows of the first dev split, tokenised as evaluation does, and
     the tokenizer's pad id."""
@@ -164,7 +164,7 @@ def _dev_sentences(
     return dataset, data.pad_id
 
 
-def _batches(dataset: TaskDataset, pad_id: int, batch_size: int) -> list[Batch]:
+def _batches(dataset: TaskDataset, pad_id: int, batch_size: int) -> list[Inputs]:
     """The dataset as predict/evaluate batch it: sorted by length (shortest first), cut into
     `batch_size` rows, each batch (B, T) padded to its own longest row (T <= max_seq_length)."""
     order = sorted(range(len(dataset)), key=dataset.lengths.__getitem__)
@@ -178,7 +178,7 @@ def _batches(dataset: TaskDataset, pad_id: int, batch_size: int) -> list[Batch]:
 def _measure_backends(
     model: torch.nn.Module,
     model_dir: Path,
-    batches: dict[int, list[Batch]],
+    batches: dict[int, list[Inputs]],
     n: int,
     options: SpeedOptions,
     on_row: Callable[[dict], object] | None,
@@ -226,7 +226,7 @@ def _logits_fn(
 
 
 @torch.inference_mode()
-def sequences_per_second(fn: LogitsFn, batches: Sequence[Batch], n: int, repeats: int) -> float:
+def sequences_per_second(fn: LogitsFn, batches: Sequence[Inputs], n: int, repeats: int) -> float:
     """The best of `repeats` timed passes of `fn` over `batches` (n sequences in all), after an
     untimed warm-up on the longest few batches (they size the buffers every later batch reuses).
     """

@@ -11,7 +11,7 @@ checkpoint keeping, task, metric and seed. The output starts with a comment that
 key, what to check before running (the teacher's shape, checkpoints to convert, data folders),
 what was converted, what cannot be expressed exactly here, what has no meaning here and why
 (device, data-sink, ModelArts, loss-scale keys, ...), and every key this converter does not
-know: no key is dropped silently. The output is checked with load_run_config's rules before it
+know: no key is dropped silently. The output is checked with load_config's rules before it
 is returned.
 
 Only the file's first YAML document is read: the seed's second and third hold help texts and
@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import yaml
 
-from tinybert.config import RunConfig, build
+from tinybert.config import Config, build
 from tinybert.errors import UserError
 
 Kind = Literal["td", "gd"]
@@ -354,8 +354,8 @@ class Converter:
         self.check(
             "task.data_dir: a folder of the task's files (train.tsv, dev.tsv, ...), or of the "
             "seed's TFRecords: schema.json beside train*.tfrecord and dev*.tfrecord (MNLI: "
-            "dev_matched*, dev_mismatched*), label_ids in this task's label order (README, File "
-            f"formats); the seed had {had}"
+            "dev_matched*, dev_mismatched*), label_ids in this task's label order (docs: guide/"
+            f"file-formats.md); the seed had {had}"
         )
 
     def dataset_type(self) -> None:
@@ -671,9 +671,9 @@ class Converter:
     # -- output -------------------------------------------------------------------------------
 
     def validate(self) -> None:
-        """The same checks load_run_config makes, so the output always loads."""
+        """The same checks load_config makes, so the output always loads."""
         try:
-            build(RunConfig, self.out, prefix="", origin=self.origin)
+            build(Config, self.out, prefix="", origin=self.origin)
         except UserError as exc:
             raise UserError(f"{self.path}: its converted value is not valid here: {exc}") from None
 
