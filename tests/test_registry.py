@@ -171,7 +171,7 @@ def test_toy_stage_runs_alone(toy: Command, tmp_path: Path) -> None:
 def test_run_stages_accepts_and_plans_the_toy_stage(toy: Command, tmp_path: Path) -> None:
     cfg = load_config([], ["run.stages=[toy, report]", f"output_dir={tmp_path}"])
     assert cfg.run.stages == ("toy", "report")
-    stages = plan(cfg, [], ["run.stages=[toy, report]"])
+    stages = plan(cfg, [], ["run.stages=[toy, report]"], commands.stage_table())
     assert [s.name for s in stages] == ["toy", "report"]
     assert stages[0].writes == [str(tmp_path / "toy.json")]
     assert stages[0].commands == ["tinybert toy"]  # run.* overrides steer only `tinybert run`

@@ -18,6 +18,7 @@ from safetensors.numpy import load_file
 from tinybert.cli import main
 from tinybert.config import load_config
 from tinybert.errors import TRIVIAL_STUDENT_EXIT, WEAK_TEACHER_EXIT, UserError
+from tinybert.pipeline.commands import stage_table
 from tinybert.pipeline.stages import plan
 
 from .conftest import TINY, pausing_command, wait_until_paused, write_sst2
@@ -238,7 +239,7 @@ def test_plan_refuses_runs_that_cannot_work(tmp_path):
     def refused(*overrides: str) -> str:
         cfg = load_config([], list(overrides))
         with pytest.raises(UserError) as e:
-            plan(cfg, [], list(overrides))
+            plan(cfg, [], list(overrides), stage_table())
         return str(e.value)
 
     assert "give model=" in refused("run.stages=[finetune, report]")

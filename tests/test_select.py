@@ -24,6 +24,7 @@ from tinybert.model import (
     save_model,
 )
 from tinybert.model.select import select_indices, select_weights, spread
+from tinybert.pipeline.commands import stage_table
 from tinybert.pipeline.stages import plan
 from tinybert.report.card import render_card
 from tinybert.report.collect import collect_run
@@ -390,8 +391,8 @@ def test_run_with_general_distill_takes_gd_starts_and_wires_td_to_its_student(in
         "corpus.path=c",
         f"student.init={init}",
     ]
-    stages = plan(load_config([], overrides), [], overrides)
+    stages = plan(load_config([], overrides), [], overrides, stage_table())
     assert "student.init=checkpoint" in stages[1].overrides  # TD starts from GD's student
     bad = [*overrides[:-1], "student.init=checkpoint", "student.path=x"]
     with pytest.raises(UserError, match="student.init=checkpoint asks for another start"):
-        plan(load_config([], bad), [], bad)
+        plan(load_config([], bad), [], bad, stage_table())

@@ -19,14 +19,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tinybert.pipeline.runner import run_pipeline
+    from tinybert.pipeline.commands import run_pipeline
 
 __all__ = ["run_pipeline"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "run_pipeline":
-        from tinybert.pipeline.runner import run_pipeline
+        from tinybert.pipeline.commands import run_pipeline
 
         return run_pipeline
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

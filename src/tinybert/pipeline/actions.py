@@ -9,7 +9,6 @@ what it needs inside, so that `--help` and config errors answer before torch is 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -32,12 +31,6 @@ def _given(cfg: Config | None) -> Config:
 
 # ---------------------------------------------------------------------------------------------
 # the commands alone
-
-
-def run(args: argparse.Namespace, cfg: Config | None) -> None:
-    # Imported by name: the runner imports the registry, which names this module.
-    runner = importlib.import_module("tinybert.pipeline.runner")
-    runner.run_pipeline(args.config, args.overrides)
 
 
 def show_config(args: argparse.Namespace, cfg: Config | None) -> None:

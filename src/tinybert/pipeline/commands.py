@@ -18,44 +18,21 @@ everything it names imports what it needs inside.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from tinybert import config
 from tinybert.config import Config
 from tinybert.pipeline import actions, arguments, wiring
-from tinybert.pipeline.wiring import Marks, Planner, Stage, Wiring
+from tinybert.pipeline.record import PipelineRecord
+from tinybert.pipeline.wiring import RunStage, Work
 
 # Whether the command reads the run config (--config FILE ... and key.sub=value overrides):
 # always (the defaults without any), only when some are given, or never (its own options only).
 ConfigUse = Literal["always", "if given", "never"]
 # Runs the command alone: its parsed arguments and the config (None where it reads none).
 Main = Callable[[argparse.Namespace, Config | None], None]
-# Runs a stage in `tinybert run`, with the stage's config (the run's plus its wiring).
-Work = Callable[[Stage, Config, Wiring], None]
-# A non-training stage's own test that its output is already there and usable.
-Ready = Callable[[Stage, Config, Wiring], bool]
-
-
-@dataclass(frozen=True)
-class RunStage:
-    """A command's part in `tinybert run`."""
-
-    plan: Planner  # what it reads and writes in a run, its wiring, the commands that redo it
-    work: Work  # what it does in a run
-    # A training stage runs on every process with resume=auto and is finished when the files
-    # `finished` lists exist (its resume then skips it); the others run on the main process.
-    trains: bool = False
-    finished: Marks | None = None
-    # Non-training: may `tinybert run` skip it when its outputs are newer than the models they
-    # derive from and its settings are unchanged (false: it always runs, e.g. the report)?
-    may_skip: bool = True
-    ready: Ready | None = None  # also skipped when this says its output is there to use
-
-    def __post_init__(self) -> None:
-        if self.trains != (self.finished is not None):
-            raise ValueError("a training stage, and only one, says which files mark it finished")
 
 
 @dataclass(frozen=True)
@@ -76,6 +53,19 @@ class Command:
     def __post_init__(self) -> None:
         if not self.name or not self.help.strip():
             raise ValueError(f"command {self.name!r}: a name and a help text, please")
+
+
+def run_pipeline(configs: Sequence[str], overrides: Sequence[str]) -> PipelineRecord:
+    """`tinybert run`: every stage of `run.stages`, wired, as this registry defines them;
+    returns the run's record. (The runner takes the stages as an argument instead of importing
+    this module, so that the registry can name the runner without an import cycle.)"""
+    from tinybert.pipeline.runner import run_stages  # here: it imports torch
+
+    return run_stages(configs, overrides, stage_table())
+
+
+def _run(args: argparse.Namespace, cfg: Config | None) -> None:
+    run_pipeline(args.config, args.overrides)
 
 
 def _per_model_stage(
@@ -103,7 +93,7 @@ _ALL = (
         "is no better than the dev set's trivial baseline (accept it: run.allow_trivial=true); "
         "exit 4: the fine-tuned teacher is not, so the run stopped before task-distill (go on: "
         "run.allow_weak_teacher=true)",
-        actions.run,
+        _run,
         sections=("run", "output_dir"),
     ),
     Command(
@@ -270,6 +260,12 @@ def command(name: str) -> Command:
 def stage_names() -> tuple[str, ...]:
     """`tinybert run`'s stages, in the only order they can run."""
     return tuple(c.name for c in COMMANDS.values() if c.stage is not None)
+
+
+def stage_table() -> dict[str, RunStage]:
+    """Each stage's part in `tinybert run` by name, in the order they run (read now: a stage
+    added to COMMANDS, e.g. by a test, is in it)."""
+    return {c.name: c.stage for c in COMMANDS.values() if c.stage is not None}
 
 
 def run_stage(name: str) -> RunStage:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,11 @@ from tinybert.errors import (
     UserError,
 )
 from tinybert.paths import check_output_dir
-from tinybert.pipeline.commands import run_stage
 from tinybert.pipeline.estimate import Clock, stage_costs
 from tinybert.pipeline.record import PipelineRecord
 from tinybert.pipeline.stages import finished_marks, mtimes, plan, stage_config, up_to_date
 from tinybert.pipeline.verdict import Judgement, judge_model
-from tinybert.pipeline.wiring import Stage, Wiring
+from tinybert.pipeline.wiring import RunStage, Stage, Wiring
 from tinybert.report.card import write_cards
 from tinybert.report.collect import collect_run, common_speed, speed_label
 from tinybert.report.files import kept_over_baseline, score_ratio
@@ -38,11 +37,14 @@ from tinybert.train import distributed
 from tinybert.train.distributed import Dist
 
 
-def run_pipeline(configs: Sequence[str], overrides: Sequence[str]) -> PipelineRecord:
-    """`tinybert run`: every stage of `run.stages`, wired; returns the run's record."""
+def run_stages(
+    configs: Sequence[str], overrides: Sequence[str], table: Mapping[str, RunStage]
+) -> PipelineRecord:
+    """`tinybert run` (commands.run_pipeline): every stage of `run.stages`, wired, each as
+    `table` (the registry's stage table) defines it; returns the run's record."""
     configs, overrides = list(configs), list(overrides)
     cfg = load_config(configs, overrides)
-    stages = plan(cfg, configs, overrides)
+    stages = plan(cfg, configs, overrides, table)
     check_output_dir(Path(cfg.output_dir), "output_dir")
     w = Wiring.of(cfg)
     dist, _ = distributed.setup(cfg.device)
@@ -54,14 +56,14 @@ def run_pipeline(configs: Sequence[str], overrides: Sequence[str]) -> PipelineRe
     for i, stage in enumerate(stages):
         stage_cfg = stage_config(configs, overrides, stage)
         if dist.is_main:
-            tqdm.write(_banner(i, stages, time.time() - start, clock, stage_cfg, w))
+            tqdm.write(_banner(i, stages, table, time.time() - start, clock, stage_cfg, w))
         t0 = time.time()
         previous = dict(record.stage(stage.name))  # what an earlier run recorded
         if dist.is_main:  # a run killed outright (SIGKILL, power) shows where it was
             record.stage(stage.name)["status"] = "running"
             record.write()
         try:
-            status = _run_stage(stage, stage_cfg, w, previous, dist)
+            status = _run_stage(stage, table[stage.name], stage_cfg, w, previous, dist)
         except (Interrupted, KeyboardInterrupt):
             _end(record, stage, "interrupted", time.time() - t0, w, dist)
             raise
@@ -150,10 +152,16 @@ def _model_dirs(w: Wiring) -> list[Path]:
 
 
 def _banner(
-    i: int, stages: list[Stage], elapsed: float, clock: Clock, cfg: Config, w: Wiring
+    i: int,
+    stages: list[Stage],
+    table: Mapping[str, RunStage],
+    elapsed: float,
+    clock: Clock,
+    cfg: Config,
+    w: Wiring,
 ) -> str:
     stage = stages[i]
-    pending = [s.name for s in stages[i:] if not _looks_finished(s, cfg, w)]
+    pending = [s.name for s in stages[i:] if not _looks_finished(s, table[s.name], cfg, w)]
     left = clock.left(pending)
     eta = (
         f"about {_minutes(left)} left"
@@ -166,8 +174,8 @@ def _banner(
     )
 
 
-def _looks_finished(stage: Stage, cfg: Config, w: Wiring) -> bool:
-    marks = finished_marks(stage, cfg, w)
+def _looks_finished(stage: Stage, spec: RunStage, cfg: Config, w: Wiring) -> bool:
+    marks = finished_marks(spec, cfg, w)
     if marks:
         return all(m.is_file() for m in marks)
     return bool(stage.outputs) and all(Path(o).is_file() for o in stage.outputs)
@@ -177,18 +185,19 @@ def _minutes(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
-def _run_stage(stage: Stage, cfg: Config, w: Wiring, previous: dict[str, Any], dist: Dist) -> str:
+def _run_stage(
+    stage: Stage, spec: RunStage, cfg: Config, w: Wiring, previous: dict[str, Any], dist: Dist
+) -> str:
     """Run one stage; "done" if it did work, "skipped" if it was already finished."""
-    spec = run_stage(stage.name)
     if spec.trains:  # always resume=auto: a finished stage is skipped by its resume, an
         # interrupted one continues, and changed settings are refused naming the keys
-        marks = finished_marks(stage, cfg, w)
+        marks = finished_marks(spec, cfg, w)
         before = mtimes(marks)
         spec.work(stage, dataclasses.replace(cfg, resume=cfg.resume or "auto"), w)
         return "skipped" if None not in before and mtimes(marks) == before else "done"
     skip = False
     if dist.is_main:
-        skip = up_to_date(stage, previous) or bool(spec.ready and spec.ready(stage, cfg, w))
+        skip = up_to_date(stage, spec, previous) or bool(spec.ready and spec.ready(stage, cfg, w))
         if skip:
             tqdm.write(f"{stage.name}: already done with these settings; skipping")
         else:

@@ -10,7 +10,7 @@ cannot work before any work.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,7 @@ from tqdm.auto import tqdm
 
 from tinybert.config import Config, load_config
 from tinybert.errors import UserError
-from tinybert.pipeline.commands import run_stage, stage_names
-from tinybert.pipeline.wiring import CommandLine, Stage, Wiring
+from tinybert.pipeline.wiring import CommandLine, RunStage, Stage, Wiring
 
 __all__ = [
     "CommandLine",
@@ -33,17 +32,21 @@ __all__ = [
 ]
 
 
-def plan(cfg: Config, configs: Sequence[str], overrides: Sequence[str]) -> list[Stage]:
-    """The stages `run.stages` lists, wired; refuses a run that cannot work before any work."""
-    unknown = [name for name in cfg.run.stages if name not in stage_names()]
+def plan(
+    cfg: Config,
+    configs: Sequence[str],
+    overrides: Sequence[str],
+    table: Mapping[str, RunStage],
+) -> list[Stage]:
+    """The stages `run.stages` lists, wired; refuses a run that cannot work before any work.
+    table: each stage's `RunStage` by name, in run order (the registry's `stage_table()`)."""
+    unknown = [name for name in cfg.run.stages if name not in table]
     if unknown:  # a config built before the registry was imported (the CLI checks on reading)
-        raise UserError(
-            f"run.stages: no stage {unknown[0]!r}; the stages: {', '.join(stage_names())}"
-        )
+        raise UserError(f"run.stages: no stage {unknown[0]!r}; the stages: {', '.join(table)}")
     w = Wiring.of(cfg)
     _check(cfg, w)
     line = CommandLine(tuple(configs), tuple(overrides))
-    return [run_stage(name).plan(cfg, w, line) for name in cfg.run.stages]
+    return [table[name].plan(cfg, w, line) for name in cfg.run.stages]
 
 
 def stage_config(configs: Sequence[str], overrides: Sequence[str], stage: Stage) -> Config:
@@ -51,10 +54,9 @@ def stage_config(configs: Sequence[str], overrides: Sequence[str], stage: Stage)
     return load_config(configs, [*overrides, *stage.overrides])
 
 
-def finished_marks(stage: Stage, cfg: Config, w: Wiring) -> list[Path]:
+def finished_marks(spec: RunStage, cfg: Config, w: Wiring) -> list[Path]:
     """Training stages: the state files of the final/ folders that mark them finished."""
-    marks = run_stage(stage.name).finished
-    return marks(cfg, w) if marks else []
+    return spec.finished(cfg, w) if spec.finished else []
 
 
 def _check(cfg: Config, w: Wiring) -> None:
@@ -102,10 +104,9 @@ def mtimes(paths: Sequence[Path]) -> list[int | None]:
     return [p.stat().st_mtime_ns if p.is_file() else None for p in paths]
 
 
-def up_to_date(stage: Stage, previous: dict[str, Any] | None) -> bool:
+def up_to_date(stage: Stage, spec: RunStage, previous: dict[str, Any] | None) -> bool:
     """A non-training stage need not run again: it finished before with the same settings, and
     each output exists and is newer than the model it was made from."""
-    spec = run_stage(stage.name)
     if spec.trains or not spec.may_skip or not stage.outputs or previous is None:
         return False
     if previous.get("status") not in ("done", "skipped"):

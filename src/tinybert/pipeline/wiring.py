@@ -119,6 +119,30 @@ class CommandLine:
 Planner = Callable[[Config, Wiring, CommandLine], Stage]
 # A training stage's marks of being finished: the state files of its final/ folders.
 Marks = Callable[[Config, Wiring], list[Path]]
+# Runs a stage in `tinybert run`, with the stage's config (the run's plus its wiring).
+Work = Callable[[Stage, Config, Wiring], None]
+# A non-training stage's own test that its output is already there and usable.
+Ready = Callable[[Stage, Config, Wiring], bool]
+
+
+@dataclass(frozen=True)
+class RunStage:
+    """A command's part in `tinybert run`."""
+
+    plan: Planner  # what it reads and writes in a run, its wiring, the commands that redo it
+    work: Work  # what it does in a run
+    # A training stage runs on every process with resume=auto and is finished when the files
+    # `finished` lists exist (its resume then skips it); the others run on the main process.
+    trains: bool = False
+    finished: Marks | None = None
+    # Non-training: may `tinybert run` skip it when its outputs are newer than the models they
+    # derive from and its settings are unchanged (false: it always runs, e.g. the report)?
+    may_skip: bool = True
+    ready: Ready | None = None  # also skipped when this says its output is there to use
+
+    def __post_init__(self) -> None:
+        if self.trains != (self.finished is not None):
+            raise ValueError("a training stage, and only one, says which files mark it finished")
 
 
 # ---------------------------------------------------------------------------------------------
