@@ -45,7 +45,7 @@ from tinybert.train.resume import data_fingerprint
 
 STAGE = "student"  # the folder in output_dir that holds both phases
 INTERMEDIATE, PREDICTION = f"{STAGE}/intermediate", f"{STAGE}/prediction"
-# Below this many training rows a random-init student is warned about (README "Small tasks").
+# Below this many training rows a random-init student is warned about (docs/guide/small-tasks.md).
 SMALL_TASK_ROWS = 50_000
 
 
@@ -95,7 +95,7 @@ def _warn_small_task(ctx: StageContext, start: Start, rows: int) -> None:
         tqdm.write(
             f"warning: a student from random weights rarely learns a task of "
             f"{rows:,} rows (on 4k-row pair tasks it stayed near the trivial "
-            "baseline, README 'Small tasks'); leave student.init at auto to start from the "
+            "baseline, docs/guide/small-tasks.md); leave student.init at auto to start from the "
             "teacher's weights, or give a general-distilled student in student.path"
         )
 
