@@ -28,7 +28,7 @@ from typing import Annotated, Any, Literal
 
 import tinybert.config as config_module
 from tinybert.cli import build_parser
-from tinybert.config import Config, Pattern, Range, stage_names
+from tinybert.config import Config, Pattern, Range, leaf_keys, stage_names
 
 CONFIG_PAGE = "reference/configuration.md"
 COMMANDS_PAGE = "reference/commands.md"
@@ -104,20 +104,16 @@ class Key:
     meaning: str
 
 
-def config_reference_keys(defaults: Any = None, prefix: str = "") -> list[Key]:
-    """Every key of Config in declaration order. Sections take their defaults from the
-    enclosing object, as the commands do: `general.lr` is general's default, not finetune's."""
-    defaults = Config() if defaults is None else defaults
+def config_reference_keys() -> list[Key]:
+    """Every key of Config in declaration order (tinybert.config.leaf_keys), with its meaning.
+    Sections take their defaults from the enclosing object, as the commands do: `general.lr`
+    is general's default, not finetune's."""
     comments = config_comments()
-    hints = typing.get_type_hints(type(defaults), include_extras=True)
-    keys: list[Key] = []
-    for f in dataclasses.fields(defaults):
-        value = getattr(defaults, f.name)
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            keys += config_reference_keys(value, prefix + f.name + ".")
-        else:
-            meaning = comments.get(type(defaults).__name__, {}).get(f.name, "")
-            keys.append(Key(prefix + f.name, prefix.rstrip("."), value, hints[f.name], meaning))
+    keys = []
+    for k in leaf_keys():
+        section, _, name = k.key.rpartition(".")
+        meaning = comments.get(k.owner.__name__, {}).get(name, "")
+        keys.append(Key(k.key, section, k.default, k.hint, meaning))
     return keys
 
 

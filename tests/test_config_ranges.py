@@ -20,6 +20,7 @@ from tinybert.config import (
     Range,
     StudentConfig,
     TrainConfig,
+    leaf_keys,
     load_config,
 )
 from tinybert.errors import UserError
@@ -33,18 +34,14 @@ class NumericKey:
     is_list: bool  # tuple[int, ...]: the range applies to each entry
 
 
-def numeric_keys(cls: type = Config, prefix: str = "") -> list[NumericKey]:
-    """Every int/float key of `cls` and its sections, found through the type hints."""
-    hints = typing.get_type_hints(cls, include_extras=True)
+def numeric_keys() -> list[NumericKey]:
+    """Every int/float key of the config and its sections (tinybert.config.leaf_keys)."""
     out = []
-    for f in dataclasses.fields(cls):
-        hint = hints[f.name]
-        if dataclasses.is_dataclass(hint):
-            out += numeric_keys(hint, prefix + f.name + ".")
-            continue
+    for k in leaf_keys():
+        hint = k.hint
         if typing.get_origin(hint) in (typing.Union, types.UnionType):
             members = [a for a in typing.get_args(hint) if a is not type(None)]
-            assert len(members) == 1, f"{prefix}{f.name}: the walk only knows X | None"
+            assert len(members) == 1, f"{k.key}: the walk only knows X | None"
             hint = members[0]
         is_list = typing.get_origin(hint) is tuple
         if is_list:
@@ -55,7 +52,7 @@ def numeric_keys(cls: type = Config, prefix: str = "") -> list[NumericKey]:
             metadata = tuple(rest)
         if hint in (int, float):
             ranges = tuple(m for m in metadata if isinstance(m, Range))
-            out.append(NumericKey(prefix + f.name, hint, ranges, is_list))
+            out.append(NumericKey(k.key, hint, ranges, is_list))
     return out
 
 

@@ -8,18 +8,18 @@ blank lines in data files: each ends in one clear line (or is counted), never a 
 from __future__ import annotations
 
 import builtins
-import dataclasses
 import io
 import json
 import sys
 import types
 import typing
 from pathlib import Path
+from typing import Annotated
 
 import pytest
 
 from tinybert.cli import main
-from tinybert.config import Config, TaskConfig, load_config
+from tinybert.config import TaskConfig, leaf_keys, load_config
 from tinybert.data import get_task, read_examples
 from tinybert.data.sick import COLUMNS as SICK_COLUMNS
 from tinybert.data.task_data import load_task_data
@@ -46,20 +46,17 @@ def one_line(capsys, *needles: str) -> str:
 # --------------------------------------------------------------------------- config value types
 
 
-def config_keys(cls: type = Config, prefix: str = "") -> list[tuple[str, bool]]:
-    """(dotted key, is a list) for every leaf key of the config, found through the type hints
-    (as tests/test_config_ranges.py walks them), so a new key is covered without listing it."""
-    hints = typing.get_type_hints(cls)
+def config_keys() -> list[tuple[str, bool]]:
+    """(dotted key, is a list) for every leaf key of the config (tinybert.config.leaf_keys), so
+    a new key is covered without listing it."""
     out = []
-    for f in dataclasses.fields(cls):
-        hint = hints[f.name]
-        if dataclasses.is_dataclass(hint):
-            out += config_keys(hint, prefix + f.name + ".")
-            continue
-        members = [a for a in typing.get_args(hint) if a is not type(None)]
+    for k in leaf_keys():
+        hint = k.hint
         if typing.get_origin(hint) in (typing.Union, types.UnionType):
-            hint = members[0]
-        out.append((prefix + f.name, typing.get_origin(hint) is tuple))
+            hint = [a for a in typing.get_args(hint) if a is not type(None)][0]
+        if typing.get_origin(hint) is Annotated:
+            hint = typing.get_args(hint)[0]
+        out.append((k.key, typing.get_origin(hint) is tuple))
     return out
 
 

@@ -14,30 +14,17 @@ runs under `torchrun --nproc_per_node N tinybert ...` (DDP). Mistakes a user can
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
-from typing import TYPE_CHECKING
 
-from tinybert.config import Config, load_config
+from tinybert.config import leaf_keys, load_config
 from tinybert.errors import UserError
 from tinybert.pipeline.commands import COMMANDS, Command, help_text
 
-if TYPE_CHECKING:
-    from _typeshed import DataclassInstance
 
-
-def config_keys(defaults: DataclassInstance | None = None, prefix: str = "") -> list[str]:
-    """Every dotted config key with its default, for --help. Sections take their defaults from
-    the enclosing object (e.g. `general.*` differs from `finetune.*`)."""
-    defaults = Config() if defaults is None else defaults
-    lines = []
-    for f in dataclasses.fields(defaults):
-        value = getattr(defaults, f.name)
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            lines += config_keys(value, prefix + f.name + ".")
-        else:
-            lines.append(f"  {prefix + f.name} = {value!r}")
-    return lines
+def config_keys() -> list[str]:
+    """Every dotted config key with its default, for --help (`general.*` shows general's own
+    defaults, not finetune's)."""
+    return [f"  {k.key} = {k.default!r}" for k in leaf_keys()]
 
 
 EPILOG = (

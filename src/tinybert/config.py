@@ -489,6 +489,33 @@ class Config(_Checked):
 # Loading: YAML files (with includes) -> one nested dict -> checked dataclasses.
 
 
+@dataclass(frozen=True)
+class ConfigKey:
+    """One dotted key of the configuration, as `leaf_keys` finds it."""
+
+    key: str  # e.g. "general.lr"
+    owner: type  # the section class that declares the field (TrainConfig for general.lr)
+    hint: Any  # the field's type, with its Annotated constraints
+    default: Any  # its default where it sits: general.lr is general's own, not finetune's
+
+
+def leaf_keys(defaults: Any = None, prefix: str = "") -> list[ConfigKey]:
+    """Every leaf key of the configuration in declaration order (sections walked, not listed),
+    with the default of its enclosing object. --help, the docs' reference and the tests that
+    cover every key read this one walk."""
+    defaults = Config() if defaults is None else defaults
+    cls: type = type(defaults)  # as plain `type`, as in _Checked
+    hints = _field_hints(cls)
+    keys: list[ConfigKey] = []
+    for f in dataclasses.fields(defaults):
+        value = getattr(defaults, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            keys += leaf_keys(value, prefix + f.name + ".")
+        else:
+            keys.append(ConfigKey(prefix + f.name, cls, hints[f.name], value))
+    return keys
+
+
 def load_config(paths: Sequence[str | Path], overrides: Sequence[str] = ()) -> Config:
     """Merge YAML files in order, apply `a.b=value` overrides, and validate into a Config."""
     merged: dict[str, Any] = {}
