@@ -177,7 +177,7 @@ def load_task_data(
     tokenizer = load_tokenizer(tokenizer_dir)
     n_vocab, pad_id = tokenizer_info(tokenizer)
     if vocab_size is not None:
-        check_vocab(n_vocab, vocab_size, tokenizer_dir, getattr(cfg, "allow_smaller_vocab", False))
+        check_vocab(n_vocab, vocab_size, tokenizer_dir, cfg.allow_smaller_vocab)
     data_dir = Path(cfg.data_dir)
     if not data_dir.is_dir():
         raise UserError(f"task.data_dir: folder not found: {data_dir}")
