@@ -163,3 +163,13 @@ def test_empty_input_is_an_error_and_leaves_no_meta(tmp_path, vocab_dir):
     with pytest.raises(UserError, match="no text found"):
         prepare_corpus([str(tmp_path / "empty.txt")], vocab_dir, tmp_path / "out")
     assert not (tmp_path / "out/meta.json").exists()
+
+
+def test_pack_document_leaves_room_for_the_templates_specials():
+    """RoBERTa's pair "<s> A </s></s> B </s>" adds 4 special tokens, not BERT's 3."""
+    rng = random.Random(1)
+    paragraphs = [list(range(i * 100, i * 100 + n)) for i, n in enumerate([5, 30, 12, 40, 3])]
+    pairs = list(pack_document(paragraphs, rng, 24, 0.0, pair_specials=4))
+    assert all(len(a) + len(b) <= 20 for a, b in pairs)
+    assert max(len(a) + len(b) for a, b in pairs) == 20  # full rows use all the room
+    assert [t for a, b in pairs for t in a + b] == [t for p in paragraphs for t in p]

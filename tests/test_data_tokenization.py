@@ -92,6 +92,46 @@ def test_missing_or_non_bert_tokenizer(tmp_path):
         load_tokenizer(tmp_path)
 
 
+@pytest.mark.parametrize(
+    "config, types",
+    [
+        ({"model_type": "bert"}, [0] * 5 + [1] * 4),
+        ({"model_type": "electra", "type_vocab_size": 2}, [0] * 5 + [1] * 4),
+        ({"model_type": "distilbert"}, [0] * 9),  # DistilBERT reads no segment ids
+        ({"model_type": "bert", "type_vocab_size": 1}, [0] * 9),
+    ],
+)
+def test_vocab_txt_type_ids_follow_config_json(tmp_path, config, types):
+    directory = _vocab_only_copy(TINY, tmp_path / "model")
+    (directory / "config.json").write_text(json.dumps(config))
+    tok = load_tokenizer(directory)
+    pair = tok.encode("Playing cats", "unhappy!")
+    assert pair.ids == ids("[CLS]", "play", "##ing", "cats", "[SEP]", "un", "##happy", "!", "[SEP]")
+    assert pair.type_ids == types and tok.specials.token_types is (1 in types)
+    data = encode_texts(tok, [("Playing cats", "unhappy!")], 16)
+    assert data[0]["token_type_ids"] == types
+
+
+def test_vocab_txt_special_names_from_tokenizer_config(tmp_path):
+    """An ELECTRA-style vocab.txt whose tokenizer_config.json names other special tokens."""
+    directory = tmp_path / "model"
+    directory.mkdir()
+    words = ["<pad>", "<unk>", "<cls>", "<sep>", "<mask>", "the", "cat"]
+    (directory / "vocab.txt").write_text("\n".join(words) + "\n")
+    names = {"cls_token": "<cls>", "sep_token": "<sep>", "pad_token": "<pad>",
+             "unk_token": "<unk>", "mask_token": "<mask>"}  # fmt: skip
+    (directory / "tokenizer_config.json").write_text(json.dumps(names))
+    tok = load_tokenizer(directory)
+    assert tok.encode("the dog", "cat").ids == [2, 5, 1, 3, 6, 3]
+    assert tok.encode("the <mask>").ids == [2, 5, 4, 3]  # a special token in the text
+    assert tokenizer_info(tok) == (7, 0) and tok.specials.mask_id == 4
+    (directory / "tokenizer_config.json").write_text(json.dumps({**names, "sep_token": "</s>"}))
+    with pytest.raises(
+        UserError, match=r"vocab.txt: not a BERT WordPiece vocabulary: missing </s>"
+    ):
+        load_tokenizer(directory)
+
+
 # --------------------------------------------------------------------------- encoding
 
 

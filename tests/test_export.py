@@ -203,6 +203,26 @@ def test_token_head_export(tmp_path, activation):
         assert max_logit_diff(want, OnnxLogits(tmp_path / "onnx" / name), [b], True) <= 1e-4
 
 
+@pytest.mark.parametrize("head", ["sequence", "token"])
+def test_single_segment_model_has_no_token_type_input(tmp_path, head):
+    """type_vocab_size 1 (a student of a RoBERTa-style teacher, every type id 0): the graphs
+    take input_ids and attention_mask only, fuse as BERT's do, and match PyTorch."""
+    labels = ("0", "1") if head == "sequence" else ("O", "B", "I")
+    model_dir = make_classifier(tmp_path / "m", head=head, labels=labels, type_vocab_size=1)
+    result = export_model(model_dir, tmp_path / "onnx", optimize=True, int8=True)
+    assert result.fused.get("EmbedLayerNormalization") == 1 and result.fused.get("Attention") == 2
+    model, _ = load_model(model_dir, head=head)
+    batches = generated_batches(40, 64, seed=3, segments=False)
+    assert not any(b["token_type_ids"].any() for b in batches)
+    with torch.no_grad():
+        want = [torch_logits_fn(model)(b) for b in batches]
+    for name in (FP32_FILE, OPTIMIZED_FILE, INT8_FILE):
+        run = OnnxLogits(tmp_path / "onnx" / name)
+        assert run.inputs == ["input_ids", "attention_mask"], name
+        limit = 0.05 if name == INT8_FILE else 1e-4
+        assert max_logit_diff(want, run, batches, head == "token") <= limit, name
+
+
 def test_failed_check_writes_nothing(tmp_path, monkeypatch):
     model_dir = make_classifier(tmp_path / "model")
     monkeypatch.setattr(export_onnx, "TOLERANCE", -1.0)  # any difference fails

@@ -2,10 +2,13 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from tinybert.distill.losses import (
+    MASKED_SCORE,
+    attention_kl_loss,
     attention_loss,
     hidden_loss,
     logit_mse,
@@ -147,6 +150,232 @@ def test_attention_rejects_bad_shapes_and_mode():
         attention_loss(x, x, torch.ones(1, 4))
     with pytest.raises(ValueError, match="loss mode"):
         attention_loss(x, x, None, mode="mean")
+
+
+# --------------------------------------------------------------------------------------------
+# keys the teacher masks beyond padding (ModernBERT local-attention windows)
+
+# T=3, no padding. The teacher masks key 2 for query 0 and key 0 for query 2 (a window of 1).
+S_WIN = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]
+T_WIN = [[1.0, 2.0, MIN], [4.0, 4.0, 4.0], [MIN, 8.0, 8.0]]
+# visible diffs: row 0 (0, 0, -), row 1 (0, 1, 2), row 2 (-, 0, 1) -> 0+0+0+1+4+0+1 = 6; the
+# denominator stays 3 real queries x 3 real keys x 1 head = 9 -> 6 / 9
+WIN_LOSS = 6 / 9
+
+
+@pytest.mark.parametrize("mask", [None, t([[1, 1, 1]]).long()])
+def test_attention_ignores_keys_the_teacher_masks_by_hand(mask):
+    s, tt = t([[S_WIN]]), t([[T_WIN]])
+    assert attention_loss(s, tt, mask).item() == pytest.approx(WIN_LOSS)
+    # the student's scores at the masked pairs do not matter
+    s2 = s.clone()
+    s2[0, 0, 0, 2], s2[0, 0, 2, 0] = 1e4, -1e4
+    assert attention_loss(s2, tt, mask).item() == pytest.approx(WIN_LOSS)
+    # reference: the teacher's masked scores become 0 and so do the student's there: the same
+    # six visible squares over all 9 entries
+    assert attention_loss(s2, tt, mask, mode="reference").item() == pytest.approx(WIN_LOSS)
+
+
+@pytest.mark.parametrize(
+    "masked",
+    [
+        torch.finfo(torch.bfloat16).min,
+        torch.finfo(torch.float16).min,
+        float("-inf"),
+        MIN,
+    ],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_attention_window_mask_of_any_dtype_is_recognised(masked, dtype):
+    if dtype == torch.float16 and masked < torch.finfo(torch.float16).min:
+        masked = float("-inf")  # what casting a bigger minimum to fp16 gives
+    tt = t([[T_WIN]])
+    tt[tt == MIN] = masked
+    s = t([[S_WIN]]).requires_grad_(True)
+    loss = attention_loss(s, tt.to(dtype), None)
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(WIN_LOSS)
+    (grad,) = torch.autograd.grad(loss, s)
+    assert torch.isfinite(grad).all()
+    assert grad[0, 0, 0, 2] == 0 and grad[0, 0, 2, 0] == 0 and grad[0, 0, 1, 2] != 0
+
+
+def test_masked_score_threshold():
+    # half float16's minimum: below any real score, above every dtype's finfo.min
+    assert MASKED_SCORE == -32752.0
+    s = t([[[[0.0, 0.0]]]])
+    at, above = t([[[[0.0, MASKED_SCORE]]]]), t([[[[0.0, MASKED_SCORE + 16.0]]]])
+    assert attention_loss(s, at, None).item() == 0.0  # masked: left out
+    assert attention_loss(s, above, None).item() == pytest.approx((MASKED_SCORE + 16.0) ** 2 / 2)
+
+
+def test_attention_window_masks_with_padding_are_padding_invariant():
+    g = torch.Generator().manual_seed(6)
+    s = torch.randn(2, 2, 5, 5, generator=g)
+    tt = torch.randn(2, 2, 5, 5, generator=g)
+    mask = t([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]).long()
+    far = (torch.arange(5)[:, None] - torch.arange(5)[None, :]).abs() > 1  # window of 1
+    tt = tt.masked_fill(far, MIN)
+    s[1, :, :, 3:], tt[1, :, :, 3:] = MIN, MIN
+    base = attention_loss(s, tt, mask)
+    # by hand: visible real pairs only, over sum_b T_b^2 = 25 + 9 = 34 pairs x 2 heads
+    real = mask.bool()
+    keep = (real[:, None, :, None] & real[:, None, None, :]) & ~far
+    want = ((s - tt)[keep.expand_as(s)] ** 2).sum() / (34 * 2)
+    assert base.item() == pytest.approx(want.item(), rel=1e-6)
+    # three more padded positions: MIN keys, garbage query rows
+    big_s, big_t = torch.full((2, 2, 8, 8), MIN), torch.full((2, 2, 8, 8), MIN)
+    big_s[:, :, :5, :5], big_t[:, :, :5, :5] = s, tt
+    big_s[:, :, 5:] = 1e3 * torch.randn(2, 2, 3, 8, generator=g)
+    padded_mask = torch.cat([mask, torch.zeros(2, 3, dtype=torch.long)], dim=1)
+    assert attention_loss(big_s, big_t, padded_mask).item() == pytest.approx(base.item(), rel=1e-6)
+
+
+def test_attention_loss_of_split_batch_sums_to_whole_with_window_masks():
+    # data parallel: each rank passes the global pair count; the ranks' losses add up
+    g = torch.Generator().manual_seed(7)
+    s, tt = torch.randn(2, 2, 4, 4, generator=g), torch.randn(2, 2, 4, 4, generator=g)
+    mask = t([[1, 1, 1, 1], [1, 1, 0, 0]]).long()
+    tt[0, :, 0, 3] = MIN  # a window-masked key in a full row
+    for x in (s, tt):
+        x[1, :, :, 2:] = MIN
+    whole = attention_loss(s, tt, mask)
+    pairs = t(16.0 + 4.0)
+    first = attention_loss(s[:1], tt[:1], mask[:1], pairs=pairs)
+    second = attention_loss(s[1:, :, :2, :2], tt[1:, :, :2, :2], mask[1:, :2], pairs=pairs)
+    assert (first + second).item() == pytest.approx(whole.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_attention_bert_teacher_values_are_bit_for_bit_the_masked_mean(dtype):
+    # a BERT teacher masks padding keys only: the loss is exactly the former formula,
+    # sum over real query x real key pairs of (s - t)^2 / (sum_b T_b^2 x heads)
+    g = torch.Generator().manual_seed(12)
+    s, tt = torch.randn(3, 2, 6, 6, generator=g), torch.randn(3, 2, 6, 6, generator=g)
+    mask = t([[1] * 6, [1, 1, 1, 1, 0, 0], [1, 1, 0, 0, 0, 0]]).long()
+    keys = mask.bool()[:, None, None, :]
+    s = s.to(dtype).masked_fill(~keys, torch.finfo(dtype).min)
+    tt = tt.to(dtype).masked_fill(~keys, torch.finfo(dtype).min)
+    real = mask.bool()
+    both = (real[:, :, None] & real[:, None, :])[:, None]
+    diff = torch.where(both, s.float() - tt.float(), 0.0)
+    want = diff.square().sum() / (real.sum(1).float().square().sum() * 2)
+    assert torch.equal(attention_loss(s, tt, mask), want)
+    # and with no padding, the plain mean
+    full = s[:1].float(), tt[:1].float()
+    assert torch.equal(attention_loss(*full, None), torch.nn.functional.mse_loss(*full))
+
+
+# --------------------------------------------------------------------------------------------
+# attention probabilities (DeBERTa-v2 teachers): KL(teacher || student) per real query row
+
+# B=1, H=1, T=3, token 2 padded. Student row 0: softmax(0, ln 3) = (1/4, 3/4); row 1:
+# softmax(0, 0) = (1/2, 1/2); row 2 is a padded query (garbage). Teacher row 0 (1/2, 1/2),
+# row 1 (1, 0): a key the teacher gives 0 adds 0.
+S_KL = [[0.0, math.log(3.0), MIN], [0.0, 0.0, MIN], [9.0, -9.0, MIN]]
+T_KL = [[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [0.3, 0.3, 0.4]]
+# row 0: 1/2 ln(1/2 / 1/4) + 1/2 ln(1/2 / 3/4) = 1/2 ln 2 + 1/2 ln(2/3) = 1/2 ln(4/3)
+# row 1: 1 ln(1 / 1/2) = ln 2; averaged over 2 real query rows x 1 head
+KL_LOSS = (0.5 * math.log(4 / 3) + math.log(2.0)) / 2
+
+
+def test_attention_kl_by_hand():
+    s, tt = t([[S_KL]]), t([[T_KL]])
+    assert attention_kl_loss(s, tt, MASK3).item() == pytest.approx(KL_LOSS)
+    # the reference mode computes the same KL
+    assert attention_kl_loss(s, tt, MASK3, mode="reference").item() == pytest.approx(KL_LOSS)
+    # the student's padding keys have probability 0 whatever it put there (-inf, 0, +50)
+    for pad in (float("-inf"), 0.0, 50.0):
+        s2 = s.clone()
+        s2[..., 2] = pad
+        assert attention_kl_loss(s2, tt, MASK3).item() == pytest.approx(KL_LOSS)
+
+
+def test_attention_kl_matches_numpy_and_is_padding_invariant():
+    g = torch.Generator().manual_seed(8)
+    b, h, n = 2, 3, 5
+    s = torch.randn(b, h, n, n, generator=g)
+    mask = t([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]).long()
+    s[1, :, :, 3:] = MIN
+    tt = torch.randn(b, h, n, n, generator=g).masked_fill(s == MIN, MIN).softmax(-1)
+    tt[0, :, 1, 4] = 0.0  # a key the teacher does not attend to (renormalising is not needed)
+    want, rows = 0.0, 0
+    for i, length in enumerate((5, 3)):
+        for head in range(h):
+            for q in range(length):
+                x = s[i, head, q, :length].double().numpy()
+                log_q = x - np.log(np.exp(x - x.max()).sum()) - x.max()
+                p = tt[i, head, q, :length].double().numpy()
+                nz = p > 0
+                want += float((p[nz] * (np.log(p[nz]) - log_q[nz])).sum())
+        rows += length
+    want /= rows * h
+    got = attention_kl_loss(s, tt, mask)
+    assert got.dtype == torch.float32 and got.item() == pytest.approx(want, rel=1e-5)
+    # more padding: garbage query rows, MIN student keys, zero teacher keys
+    big_s, big_t = torch.full((b, h, n + 2, n + 2), MIN), torch.zeros(b, h, n + 2, n + 2)
+    big_s[:, :, :n, :n], big_t[:, :, :n, :n] = s, tt
+    big_s[:, :, n:] = 1e3 * torch.randn(b, h, 2, n + 2, generator=g)
+    big_t[:, :, n:] = 0.5
+    padded_mask = torch.cat([mask, torch.zeros(b, 2, dtype=torch.long)], dim=1)
+    assert attention_kl_loss(big_s, big_t, padded_mask).item() == pytest.approx(want, rel=1e-5)
+
+
+def test_attention_kl_is_zero_with_zero_gradient_at_the_teacher():
+    g = torch.Generator().manual_seed(9)
+    s = torch.randn(1, 2, 4, 4, generator=g)
+    mask = t([[1, 1, 1, 0]]).long()
+    s[..., 3] = MIN
+    tt = (s + 3.0).softmax(-1)  # a shifted copy: the same distributions
+    s.requires_grad_(True)
+    loss = attention_kl_loss(s, tt, mask)
+    (grad,) = torch.autograd.grad(loss, s)
+    assert abs(loss.item()) < 1e-6 and grad.abs().max().item() < 1e-6
+
+
+def test_attention_kl_split_batch_sums_to_whole():
+    g = torch.Generator().manual_seed(10)
+    s = torch.randn(3, 2, 4, 4, generator=g)
+    mask = t([[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]]).long()
+    keys = mask.bool()[:, None, None, :]
+    s = s.masked_fill(~keys, MIN)
+    tt = torch.randn(3, 2, 4, 4, generator=g).masked_fill(~keys, MIN).softmax(-1)
+    whole = attention_kl_loss(s, tt, mask)
+    rows = t(4.0 + 2.0 + 3.0)  # the global batch's real query rows (its real tokens)
+    first = attention_kl_loss(s[:1], tt[:1], mask[:1], rows=rows)
+    rest = attention_kl_loss(s[1:, :, :3, :3], tt[1:, :, :3, :3], mask[1:, :3], rows=rows)
+    assert (first + rest).item() == pytest.approx(whole.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_attention_kl_low_precision_and_fully_padded_rows_are_nan_free(dtype):
+    g = torch.Generator().manual_seed(11)
+    mask = t([[1, 1, 1, 0], [0, 0, 0, 0]]).long()  # example 1: all padding
+    keys = mask.bool()[:, None, None, :]
+    s = torch.randn(2, 2, 4, 4, generator=g).to(dtype)
+    s = s.masked_fill(~keys, torch.finfo(dtype).min)
+    tt = torch.randn(2, 2, 4, 4, generator=g).masked_fill(~keys, MIN).softmax(-1)
+    tt = tt.masked_fill(~keys, 0.0).to(dtype)  # DeBERTa's all-masked rows are 0, not uniform
+    s.requires_grad_(True)
+    loss = attention_kl_loss(s, tt, mask)
+    assert loss.dtype == torch.float32 and loss.dim() == 0 and torch.isfinite(loss)
+    want = attention_kl_loss(s.detach().float(), tt.float(), mask)
+    assert loss.item() == want.item()  # computed in float32 from the cast inputs
+    (grad,) = torch.autograd.grad(loss, s)
+    assert torch.isfinite(grad).all()
+    assert (grad[1] == 0).all() and (grad[0, :, 3] == 0).all()  # padded queries: no gradient
+    # a batch of nothing but padding gives 0, not NaN
+    assert attention_kl_loss(s[1:], tt[1:], mask[1:]).item() == 0.0
+
+
+def test_attention_kl_rejects_bad_shapes_and_mode():
+    x = torch.zeros(1, 2, 3, 3)
+    with pytest.raises(ValueError, match="student shape"):
+        attention_kl_loss(x, torch.zeros(1, 4, 3, 3), None)
+    with pytest.raises(ValueError, match=r"\(B, H, T, T\)"):
+        attention_kl_loss(x[0], x[0], None)
+    with pytest.raises(ValueError, match="loss mode"):
+        attention_kl_loss(x, x, None, mode="mean")
 
 
 # --------------------------------------------------------------------------------------------

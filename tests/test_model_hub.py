@@ -18,6 +18,7 @@ from tinybert.model import (
     load_model_config,
     save_model,
 )
+from tinybert.model.hub import serving_tokenizer_config
 
 from .conftest import TINY as TINY_SHAPE
 
@@ -115,6 +116,99 @@ def test_round_trip_with_tokenizer_files(tmp_path):
         assert torch.equal(a, b), k
     # saving again into the directory the tokenizer comes from is fine
     save_model(loaded, tmp_path / "out", tokenizer_dir=tmp_path / "out")
+
+
+def test_bert_tokenizer_files_are_copied_byte_for_byte(tmp_path):
+    """A BERT student of a BERT teacher: nothing to change, so every file is the teacher's."""
+    tok_dir = tmp_path / "tok"
+    tok_dir.mkdir()
+    files = {
+        "vocab.txt": "[PAD]\n[UNK]\n[CLS]\n[SEP]\n",
+        "tokenizer_config.json": '{"do_lower_case":true, "tokenizer_class": "BertTokenizer",'
+        ' "model_max_length": 64}',
+        "special_tokens_map.json": '{"pad_token": "[PAD]"}',
+    }
+    for name, text in files.items():
+        (tok_dir / name).write_text(text)
+    for _ in range(2):  # the second time from the saved directory itself
+        save_model(make(), tmp_path / "out", tokenizer_dir=tok_dir)
+        tok_dir = tmp_path / "out"
+        for name, text in files.items():
+            assert (tmp_path / "out" / name).read_text() == text, name
+
+
+def _tokenizer_json(tmp_path: Path, kind: str) -> Path:
+    path = tmp_path / f"{kind}.json"
+    path.write_text(json.dumps({"model": {"type": kind, "vocab": {}}}))
+    return path
+
+
+@pytest.mark.parametrize(
+    "teacher, type_vocab_size, tokenizer_json, changes",
+    [
+        # nothing to change: None (the teacher's file is kept as it is)
+        ({}, 2, None, None),
+        ({"tokenizer_class": "BertTokenizer", "model_max_length": 64}, 2, "WordPiece", None),
+        (
+            {
+                "model_input_names": ["input_ids", "attention_mask"],
+                "tokenizer_class": "PreTrainedTokenizerFast",
+            },
+            1,
+            "BPE",
+            None,
+        ),  # fmt: skip
+        ({}, 2, "WordPiece", None),  # no class: config.json's "bert" reads a WordPiece file
+        # segment ids: none for one token-type row, back for a model that reads them
+        ({}, 1, None, {"model_input_names": ["input_ids", "attention_mask"]}),
+        (
+            {"model_input_names": ["input_ids", "attention_mask"]},
+            2,
+            None,
+            {"model_input_names": ["input_ids", "token_type_ids", "attention_mask"]},
+        ),
+        # a family class, or no class for a BPE file: the generic one, which reads the file as is
+        (
+            {"tokenizer_class": "XLMRobertaTokenizer", "add_bos_token": True, "add_eos_token": 0},
+            1,
+            "Unigram",
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "add_bos_token": None,
+                "add_eos_token": None,
+                "model_input_names": ["input_ids", "attention_mask"],
+            },
+        ),  # fmt: skip
+        ({}, 2, "BPE", {"tokenizer_class": "PreTrainedTokenizerFast"}),
+        ({"tokenizer_class": "RobertaTokenizer"}, 2, None, None),  # no tokenizer.json: kept
+        # padding and truncation on the right, no longer than the model's positions
+        ({"padding_side": "left"}, 2, None, {}),
+        ({"truncation_side": "left"}, 2, None, {}),
+        ({"model_max_length": 512}, 2, None, {"model_max_length": 64}),
+    ],
+)
+def test_serving_tokenizer_config(tmp_path, teacher, type_vocab_size, tokenizer_json, changes):
+    config = BertConfig(**{**TINY, "type_vocab_size": type_vocab_size})
+    path = None if tokenizer_json is None else _tokenizer_json(tmp_path, tokenizer_json)
+    got = serving_tokenizer_config(teacher, config, path)
+    if changes is None:
+        assert got is None
+        return
+    want = teacher | {"padding_side": "right", "truncation_side": "right"} | changes
+    assert got == {k: v for k, v in want.items() if v is not None}
+    assert serving_tokenizer_config(got, config, path) is None  # saving again changes nothing
+
+
+def test_student_without_segments_gets_no_token_type_input(tmp_path):
+    """The saved tokenizer_config.json: transformers' tokenizer feeds no token_type_ids to a
+    model with one token-type row (a type id 1 would index past its table)."""
+    tok_dir = tmp_path / "tok"
+    tok_dir.mkdir()
+    (tok_dir / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "b"]))
+    save_model(make(type_vocab_size=1), tmp_path / "out", tokenizer_dir=tok_dir)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
+    assert sorted(tokenizer("a", "b")) == ["attention_mask", "input_ids"]
+    assert tokenizer.padding_side == "right"
 
 
 def test_save_requires_tokenizer_files_when_asked(tmp_path):

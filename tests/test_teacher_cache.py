@@ -177,8 +177,11 @@ def test_cache_reads_back_what_the_teacher_gives(tmp_path, teacher, data):
     both = (real[:, :, None] & real[:, None, :])[:, None].expand(
         -1, TINY["num_attention_heads"], -1, -1
     )
+    pad_keys = (real[:, :, None] & ~real[:, None, :])[:, None].expand_as(both)
     for j in (0, 1):
         torch.testing.assert_close(got.attention_scores[j][both], live.attention_scores[j][both])
+        # padding keys read back masked, as the live teacher masks them (finfo.min)
+        assert torch.equal(got.attention_scores[j][pad_keys], live.attention_scores[j][pad_keys])
     for j in (0, 1, 2):
         torch.testing.assert_close(got.hidden_states[j][real], live.hidden_states[j][real])
         assert not got.hidden_states[j][~real].any()  # padding: zeros

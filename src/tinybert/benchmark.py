@@ -38,7 +38,7 @@ from tinybert.data.tokenization import TaskDataset
 from tinybert.errors import UserError
 from tinybert.export.recommend import SPEED_FILE, fastest_rows, int8_accuracy, int8_sentence
 from tinybert.export.runtime import INT8_FILE, OnnxLogits, export_dir, find_onnx
-from tinybert.model import BertTaskModel, load_model, saved_head
+from tinybert.model import BertForMaskedLM, Teacher, any_saved_head, load_any_model
 from tinybert.paths import write_atomic
 from tinybert.train.inference import Inputs, LogitsFn, bf16_logits_fn, torch_logits_fn
 from tinybert.train.precision import resolve_precision
@@ -137,9 +137,11 @@ def measure_speed(
     }
 
 
-def _load_torch(cfg: Config, model_dir: Path) -> BertTaskModel:
-    """The saved model in eval mode on CPU; refused without a trained head (as evaluate does)."""
-    model, report = load_model(model_dir, head=saved_head(model_dir))
+def _load_torch(cfg: Config, model_dir: Path) -> Teacher:
+    """The saved model (a student, or a teacher of any supported family) in eval mode on CPU;
+    refused without a trained head (as evaluate does)."""
+    model, report = load_any_model(model_dir, head=any_saved_head(model_dir))
+    assert not isinstance(model, BertForMaskedLM)  # a task head was asked for
     if report.initialised:
         raise UserError(
             f"{model_dir} has no trained task head ({', '.join(report.initialised)}); "

@@ -24,7 +24,7 @@ from tinybert.data.task_data import check_labels, check_length, load_task_data, 
 from tinybert.errors import UserError
 from tinybert.export.backend import check_precision, resolve_backend, serving_precision
 from tinybert.export.runtime import OnnxLogits, find_onnx
-from tinybert.model import load_model, load_model_config
+from tinybert.model import load_any_model, load_model_config
 from tinybert.paths import check_output_file, write_atomic
 from tinybert.train.distributed import resolve_device
 from tinybert.train.inference import LogitsFn, evaluate_splits
@@ -60,7 +60,7 @@ def run_evaluate(
         info.update(onnx=str(path), precision=precision)
     else:
         device = resolve_device(cfg.device)
-        torch_model, report = load_model(model_dir, head=task.head)
+        torch_model, report = load_any_model(model_dir, head=task.head)
         if report.initialised:
             raise UserError(
                 f"{model_dir} has no trained task head ({', '.join(report.initialised)})"

@@ -13,17 +13,22 @@ such line, in `CorpusStats.undecodable`, in meta.json and in the command's summa
 
 Packing follows BERT's pretraining data (create_pretraining_data.py), minus the masking and
 next-sentence labels GD does not use: the paragraphs of one document are gathered until they
-fill a target length (max_seq_length - 3, or with probability `short_seq_prob` a random shorter
-one), split at a random paragraph boundary into A and B, and written as
-"[CLS] A [SEP] B [SEP]" with segment ids 0 then 1. Where BERT drops what overflows the target,
-here the overflowing paragraph is cut and its rest starts the next sequence: no text is lost. One seeded RNG drives every choice,
-in input order, so the output is the same for a given seed however many threads tokenise.
+fill a target length (max_seq_length minus the pair template's special tokens, or with
+probability `short_seq_prob` a random shorter one), split at a random paragraph boundary into A
+and B, and written with the tokenizer's own template: BERT "[CLS] A [SEP] B [SEP]" (segment ids
+0 then 1), RoBERTa "<s> A </s></s> B </s>" (segment ids all 0, as for every model that reads
+none: see tokenization.py). Where BERT drops what overflows the target, here the overflowing
+paragraph is cut and its rest starts the next sequence: no text is lost. One seeded RNG drives
+every choice, in input order, so the output is the same for a given seed however many threads
+tokenise.
 
 On disk (`out_dir`):
-    meta.json            sequence length, dtype, vocabulary hash, counts, shards, sources
-    ids-00000.bin ...    (rows, max_seq_length) token ids, padded with [PAD]; uint16 when the
-                         vocabulary fits, else int32
-    seg-00000.bin ...    (rows, 2) uint16: (real length, length of "[CLS] A [SEP]")
+    meta.json            sequence length, dtype, vocabulary hash, special tokens, template,
+                         token_types, counts, shards, sources
+    ids-00000.bin ...    (rows, max_seq_length) token ids, padded with the pad token; uint16
+                         when every id fits, else int32
+    seg-00000.bin ...    (rows, 2) uint16: (real length, length of "[CLS] A [SEP]": the first
+                         text with the specials before and after it)
 Memory stays flat: text is read, tokenised and written a block at a time.
 """
 
@@ -48,12 +53,17 @@ from typing import BinaryIO
 import numpy as np
 import torch
 from numpy.typing import DTypeLike
-from tokenizers import Tokenizer
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from tinybert.data.base import QUIET_INTERVAL_S
-from tinybert.data.tokenization import load_tokenizer
+from tinybert.data.tokenization import (
+    AnyTokenizer,
+    Template,
+    load_tokenizer,
+    specials_of,
+    tokenizer_info,
+)
 from tinybert.errors import UserError
 
 META_FILE = "meta.json"
@@ -93,7 +103,7 @@ class CorpusStats:
     undecodable: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
-def vocab_hash(tok: Tokenizer) -> str:
+def vocab_hash(tok: AnyTokenizer) -> str:
     """A fingerprint of the token -> id mapping, the same for vocab.txt and tokenizer.json."""
     vocab = sorted(tok.get_vocab(with_added_tokens=True).items(), key=lambda kv: kv[1])
     text = "\n".join(f"{i}\t{t}" for t, i in vocab)
@@ -203,16 +213,21 @@ def _blocks(
 
 
 def pack_document(
-    paragraphs: list[list[int]], rng: random.Random, max_seq_length: int, short_seq_prob: float
+    paragraphs: list[list[int]],
+    rng: random.Random,
+    max_seq_length: int,
+    short_seq_prob: float,
+    pair_specials: int = 3,
 ) -> Iterator[tuple[list[int], list[int]]]:
     """Turn one document's tokenised paragraphs into (A, B) segment pairs.
 
     Paragraphs are gathered in order until they fill the target length; the paragraph that
     overflows it is cut there and its rest starts the next sequence, so no token is lost. Each
-    pair fits max_seq_length once [CLS] A [SEP] B [SEP] is added; B is empty only for a
-    one-token remainder, written as "[CLS] A [SEP]".
+    pair fits max_seq_length once the template's `pair_specials` tokens are added (BERT's
+    [CLS] A [SEP] B [SEP]: 3, RoBERTa's <s> A </s></s> B </s>: 4); B is empty only for a
+    one-token remainder, written as a single text ("[CLS] A [SEP]").
     """
-    max_tokens = max_seq_length - 3
+    max_tokens = max_seq_length - pair_specials
     queue = deque(p for p in paragraphs if p)
     target = _target(rng, max_tokens, short_seq_prob)
     chunk: list[list[int]] = []
@@ -295,29 +310,28 @@ class ShardWriter:
         self._ids = self._seg = None
 
 
-def _token_id(tok: Tokenizer, token: str) -> int:
-    """The id of a special token (load_tokenizer has checked that BERT's are there)."""
-    token_id = tok.token_to_id(token)
-    if token_id is None:
-        raise UserError(f"the tokenizer has no {token} token")
-    return token_id
-
-
 def _rows(
     pairs: list[tuple[list[int], list[int]]],
-    specials: tuple[int, int, int],
+    template: Template,
+    pad_id: int,
     length: int,
     dtype: DTypeLike,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(A, B) pairs -> padded ids (N, L) and (real length, len of [CLS] A [SEP]) (N, 2)."""
-    cls_id, sep_id, pad_id = specials
+    """(A, B) pairs -> padded ids (N, L) and (real length, length of the first text with its
+    specials: "[CLS] A [SEP]", "<s> A </s></s>") (N, 2). An empty B: the single-text template."""
+    before, between, _ = template.pair
     ids = np.full((len(pairs), length), pad_id, dtype=dtype)
     seg = np.zeros((len(pairs), 2), dtype=np.uint16)
     for row, (a, b) in enumerate(pairs):
-        tokens = [cls_id, *a, sep_id, *b, sep_id] if b else [cls_id, *a, sep_id]
+        tokens = template.wrap(a, b) if b else template.wrap(a)
         ids[row, : len(tokens)] = tokens
-        seg[row] = (len(tokens), len(a) + 2)
+        seg[row] = (len(tokens), len(before) + len(a) + len(between) if b else len(tokens))
     return ids, seg
+
+
+def _id_dtype(tok: AnyTokenizer) -> type:
+    """uint16 when every id the tokenizer can produce fits, else int32."""
+    return np.uint16 if tokenizer_info(tok)[0] <= 65536 else np.int32
 
 
 def prepare_corpus(
@@ -337,9 +351,13 @@ def prepare_corpus(
     for path in files:
         check_text_file(path)
     tok = load_tokenizer(tokenizer_dir)
-    specials = (_token_id(tok, "[CLS]"), _token_id(tok, "[SEP]"), _token_id(tok, "[PAD]"))
-    n_vocab = tok.get_vocab_size(with_added_tokens=True)
-    dtype = np.uint16 if n_vocab <= 65536 else np.int32
+    specials = tok.specials
+    if options.max_seq_length < specials.template.pair_specials + 2:
+        raise UserError(
+            f"max_seq_length {options.max_seq_length} leaves no room for two texts beside the "
+            f"{specials.template.pair_specials} special tokens of {specials.source}'s template"
+        )
+    dtype = _id_dtype(tok)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / META_FILE).unlink(missing_ok=True)  # an interrupted run must not look finished
@@ -366,10 +384,16 @@ def prepare_corpus(
             pairs: list[tuple[list[int], list[int]]] = []
             for paragraphs in _regroup(docs, future.result(), options.min_paragraph_tokens):
                 pairs += pack_document(
-                    paragraphs, rng, options.max_seq_length, options.short_seq_prob
+                    paragraphs,
+                    rng,
+                    options.max_seq_length,
+                    options.short_seq_prob,
+                    specials.template.pair_specials,
                 )
                 stats.documents += 1
-            ids, seg = _rows(pairs, specials, options.max_seq_length, dtype)
+            ids, seg = _rows(
+                pairs, specials.template, specials.pad_id, options.max_seq_length, dtype
+            )
             writer.write(ids, seg)
             stats.sequences += len(pairs)
             stats.tokens += int(seg[:, 0].sum())
@@ -386,7 +410,7 @@ def prepare_corpus(
 
 
 def _submit(
-    pool: ThreadPoolExecutor, tok: Tokenizer, block: tuple[list[list[str]], int] | None
+    pool: ThreadPoolExecutor, tok: AnyTokenizer, block: tuple[list[list[str]], int] | None
 ) -> tuple[list[list[str]], int, Future[list[list[int]]]] | None:
     if block is None:
         return None
@@ -395,7 +419,7 @@ def _submit(
     return docs, size, pool.submit(_tokenize, tok, flat)
 
 
-def _tokenize(tok: Tokenizer, texts: list[str]) -> list[list[int]]:
+def _tokenize(tok: AnyTokenizer, texts: list[str]) -> list[list[int]]:
     return [enc.ids for enc in tok.encode_batch_fast(texts, add_special_tokens=False)]
 
 
@@ -411,7 +435,7 @@ def _regroup(docs: list[list[str]], ids: list[list[int]], min_tokens: int) -> It
 
 def _write_meta(
     out: Path,
-    tok: Tokenizer,
+    tok: AnyTokenizer,
     dtype: DTypeLike,
     options: PackingOptions,
     stats: CorpusStats,
@@ -424,7 +448,8 @@ def _write_meta(
         "dtype": np.dtype(dtype).name,
         "vocab_size": tok.get_vocab_size(with_added_tokens=True),
         "vocab_hash": vocab_hash(tok),
-        "pad_id": tok.token_to_id("[PAD]"),
+        "pad_id": specials_of(tok).pad_id,
+        **tokenizer_meta(tok),
         "short_seq_prob": options.short_seq_prob,
         "seed": options.seed,
         "sequences": stats.sequences,
@@ -440,6 +465,17 @@ def _write_meta(
     tmp.replace(out / META_FILE)  # meta.json appears last, only when the corpus is complete
 
 
+def tokenizer_meta(tok: AnyTokenizer) -> dict:
+    """What meta.json records of the tokenizer beyond its vocabulary, to refuse another later:
+    its special tokens, its template's special ids, whether type ids are written."""
+    specials = specials_of(tok)
+    return {
+        "special_tokens": specials.names(),
+        "template": specials.template.to_json(),
+        "token_types": specials.token_types,
+    }
+
+
 # --------------------------------------------------------------------------- reading shards
 
 
@@ -447,7 +483,8 @@ class CorpusDataset:
     """A prepared corpus, memory-mapped. Item i is row i across the shards.
 
     `lengths` (N,) holds each row's real length (for batching); `collate(indices)` returns
-    input_ids, attention_mask, token_type_ids as (B, T) long tensors, T = longest in the batch.
+    input_ids, attention_mask, token_type_ids as (B, T) long tensors, T = longest in the batch
+    (type ids all 0 when the corpus's or the teacher's tokenizer writes none).
     """
 
     def __init__(self, path: str | Path, tokenizer_dir: str | Path | None = None):
@@ -459,8 +496,11 @@ class CorpusDataset:
                 f"`tinybert prepare-corpus` first, or point corpus.path at a TFRecord folder"
             )
         self.meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        self.token_types = bool(self.meta.get("token_types", True))
         if tokenizer_dir is not None:
-            check_vocab(self.meta, load_tokenizer(tokenizer_dir), self.path, tokenizer_dir)
+            tok = load_tokenizer(tokenizer_dir)
+            check_vocab(self.meta, tok, self.path, tokenizer_dir)
+            self.token_types = self.token_types and tok.specials.token_types
         length, dtype = self.meta["max_seq_length"], np.dtype(self.meta["dtype"])
         self.pad_id = self.meta["pad_id"]
         self._ids, self._seg = [], []
@@ -498,20 +538,21 @@ class CorpusDataset:
 
     def collate(self, indices: Sequence[int]) -> dict[str, Tensor]:
         ids, seg = self.rows(indices)
-        return packed_batch(ids, seg[:, 0], seg[:, 1], self.pad_id)
+        return packed_batch(ids, seg[:, 0], seg[:, 1], self.pad_id, self.token_types)
 
 
 def packed_batch(
-    ids: np.ndarray, lengths: np.ndarray, len_a: np.ndarray, pad_id: int
+    ids: np.ndarray, lengths: np.ndarray, len_a: np.ndarray, pad_id: int, token_types: bool = True
 ) -> dict[str, Tensor]:
     """Padded rows -> model inputs cut to the batch's longest row.
 
     ids (B, L); lengths, len_a (B,): real length and length of "[CLS] A [SEP]" per row.
+    token_types False: every type id is 0 (a model that reads no segment ids).
     """
     width = int(lengths.max()) if len(lengths) else 0
     pos = np.arange(width)[None, :]
     mask = pos < lengths[:, None]
-    type_ids = (pos >= len_a[:, None]) & mask
+    type_ids = (pos >= len_a[:, None]) & mask & token_types
     ids = np.where(mask, ids[:, :width], pad_id)
     return {
         "input_ids": torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64)),
@@ -520,15 +561,24 @@ def packed_batch(
     }
 
 
-def check_vocab(meta: dict, tok: Tokenizer, corpus: Path, tokenizer_dir: str | Path) -> None:
-    """The corpus must have been tokenised with the teacher's vocabulary."""
+def check_vocab(meta: dict, tok: AnyTokenizer, corpus: Path, tokenizer_dir: str | Path) -> None:
+    """The corpus must have been tokenised with the teacher's vocabulary, and packed with its
+    special tokens and template (checked when meta.json records them: corpora made before
+    it did were all BERT's)."""
+    again = f"run `tinybert prepare-corpus --tokenizer {tokenizer_dir}` again"
     if meta.get("vocab_hash") != vocab_hash(tok):
         raise UserError(
             f"{corpus} was tokenised with another vocabulary (hash {meta.get('vocab_hash')}, "
             f"{meta.get('vocab_size')} tokens) than the teacher's in {tokenizer_dir} (hash "
-            f"{vocab_hash(tok)}, {tok.get_vocab_size(with_added_tokens=True)} tokens); run "
-            f"`tinybert prepare-corpus --tokenizer {tokenizer_dir}` again"
+            f"{vocab_hash(tok)}, {tok.get_vocab_size(with_added_tokens=True)} tokens); {again}"
         )
+    ours = tokenizer_meta(tok)
+    for key in ("special_tokens", "template"):
+        if key in meta and meta[key] != ours[key]:
+            raise UserError(
+                f"{corpus} was packed with other {key.replace('_', ' ')} ({meta[key]}) than the "
+                f"teacher's tokenizer in {tokenizer_dir} ({ours[key]}); {again}"
+            )
 
 
 class TFRecordCorpus:
@@ -536,14 +586,20 @@ class TFRecordCorpus:
     CorpusDataset. For corpora too large for memory, convert once with `prepare-corpus --tfrecord`.
     """
 
-    def __init__(self, path: str | Path, vocab_size: int | None = None, pad_id: int = 0):
+    def __init__(
+        self,
+        path: str | Path,
+        vocab_size: int | None = None,
+        pad_id: int = 0,
+        token_types: bool = True,
+    ):
         from tinybert.data import tfrecord
 
         self.path = Path(path)
         arrays = tfrecord.read_pretraining(self.path)
         self.ids = arrays["input_ids"]
         self.lengths, self.len_a = tfrecord.segment_lengths(arrays)
-        self.pad_id = pad_id
+        self.pad_id, self.token_types = pad_id, token_types
         top = int(self.ids.max()) if self.ids.size else 0
         if vocab_size is not None and top >= vocab_size:
             raise UserError(
@@ -556,7 +612,9 @@ class TFRecordCorpus:
 
     def collate(self, indices: Sequence[int]) -> dict[str, Tensor]:
         idx = np.asarray(indices, dtype=np.int64)
-        return packed_batch(self.ids[idx], self.lengths[idx], self.len_a[idx], self.pad_id)
+        return packed_batch(
+            self.ids[idx], self.lengths[idx], self.len_a[idx], self.pad_id, self.token_types
+        )
 
 
 def open_corpus(path: str | Path, tokenizer_dir: str | Path) -> CorpusDataset | TFRecordCorpus:
@@ -565,8 +623,9 @@ def open_corpus(path: str | Path, tokenizer_dir: str | Path) -> CorpusDataset | 
 
     if tfrecord.is_tfrecord_dir(path):
         tok = load_tokenizer(tokenizer_dir)
+        s = tok.specials
         return TFRecordCorpus(
-            path, tok.get_vocab_size(with_added_tokens=True), _token_id(tok, "[PAD]")
+            path, tok.get_vocab_size(with_added_tokens=True), s.pad_id, s.token_types
         )
     return CorpusDataset(path, tokenizer_dir)
 
@@ -585,14 +644,14 @@ def convert_tfrecord(
     folders = list(folders)  # read twice: converted, then listed in meta.json
     tok = load_tokenizer(tokenizer_dir)
     n_vocab = tok.get_vocab_size(with_added_tokens=True)
-    dtype = np.uint16 if n_vocab <= 65536 else np.int32
+    dtype = _id_dtype(tok)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / META_FILE).unlink(missing_ok=True)
     stats, writer, length = CorpusStats(), None, None
     start = time.perf_counter()
     for folder in folders:
-        data = TFRecordCorpus(folder, n_vocab, _token_id(tok, "[PAD]"))
+        data = TFRecordCorpus(folder, n_vocab, tok.specials.pad_id)
         if length is None:
             length = data.ids.shape[1]
             writer = ShardWriter(out, length, dtype, options.shard_rows)

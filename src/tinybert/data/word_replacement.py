@@ -13,6 +13,11 @@ when there is no MLM) gets its k nearest neighbours by cosine in a word-vector f
 no candidates stays. The text around a replaced word is kept byte for byte, so unreplaced text
 and labels are copied exactly.
 
+An MLM with a byte-level BPE or SentencePiece-style tokenizer (RoBERTa, XLM-R, ...) works the
+same way in its own terms (words.py): a word is what its pre-tokenizer splits off, the masked
+sentence is "<s> ... <mask> ... </s>" (the tokenizer's own specials and template), and only
+whole-word tokens ("Ġword", "▁word") are candidates, as the word they stand for.
+
 The work is done a block of examples at a time, so memory does not grow with the input: every
 masked sentence of a block goes through the MLM together (sorted by length, one forward pass per
 batch, through the `MaskedLM.topk` callable the recipe builds: this layer knows no model), and the
@@ -24,6 +29,7 @@ example order, makes the output identical for a given seed whatever the block si
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import sys
@@ -38,15 +44,26 @@ from tqdm.auto import tqdm
 
 from tinybert.data.base import QUIET_INTERVAL_S, Example, OnError, TaskSpec, split_source
 from tinybert.data.tasks import ExampleStream, row_writer
+from tinybert.data.tokenization import AnyTokenizer, specials_of
 from tinybert.data.word_vectors import SPARE, WordVectors
-from tinybert.data.words import is_special_word, match_case, split_words
+from tinybert.data.words import (
+    TokenWords,
+    is_special_word,
+    is_word_token,
+    match_case,
+    split_words,
+    tokenizer_words,
+    whole_word,
+    word_marker,
+)
 from tinybert.errors import UserError
 from tinybert.paths import write_atomic
 
 # --------------------------------------------------------------------------- masked LM
 
-# topk(rows, k): token id rows "[CLS] ... [MASK] ... [SEP]" with one [MASK] each -> a
-# (len(rows), k) integer array of the ids most likely at the [MASK], best first.
+# topk(rows, k): token id rows "[CLS] ... [MASK] ... [SEP]" (the tokenizer's own specials)
+# with one mask each -> a (len(rows), k) integer array of the ids most likely at the mask,
+# best first.
 MlmTopK = Callable[[list[list[int]], int], np.ndarray]
 
 
@@ -54,31 +71,50 @@ MlmTopK = Callable[[list[list[int]], int], np.ndarray]
 class MaskedLM:
     """A masked LM as this layer sees it: its tokenizer and a top-k callable (see MlmTopK)
     that never returns an id of `candidate_exclusions(tokenizer)`. `max_len`: tokens of a
-    masked sentence with [CLS]/[SEP]; a longer sentence is cut to a window around the [MASK].
-    `batch_size`: rows per topk call."""
+    masked sentence with its specials ([CLS]/[SEP], <s>/</s>); a longer sentence is cut to a
+    window around the mask. `batch_size`: rows per topk call."""
 
-    tokenizer: Tokenizer
+    tokenizer: AnyTokenizer
     topk: MlmTopK
     max_len: int = 128
     batch_size: int = 128
 
     def __post_init__(self) -> None:
-        ids = {t: self.tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]", "[MASK]", "[UNK]")}
-        found = {t: i for t, i in ids.items() if i is not None}
-        missing = [t for t in ids if t not in found]
-        if missing:
-            raise UserError(f"the masked LM's vocabulary lacks {', '.join(missing)}")
-        self.cls_id, self.sep_id = found["[CLS]"], found["[SEP]"]
-        self.mask_id, self.unk_id = found["[MASK]"], found["[UNK]"]
-        if self.max_len < 3:
-            raise UserError(f"masked LM rows need at least 3 tokens, got max_len={self.max_len}")
+        if isinstance(self.tokenizer, Tokenizer):  # hand-built: BERT's tokens, as they were
+            ids = {t: self.tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]", "[MASK]", "[UNK]")}
+            missing = [t for t, i in ids.items() if i is None]
+            if missing:
+                raise UserError(f"the masked LM's vocabulary lacks {', '.join(missing)}")
+        specials = specials_of(self.tokenizer)
+        if specials.mask_id is None:
+            raise UserError(
+                f"the masked LM's vocabulary ({specials.source}) lacks its mask token "
+                f"{specials.mask} (mask_token)"
+            )
+        self.cls_id, self.sep_id = specials.cls_id, specials.sep_id
+        self.mask_id, self.unk_id = specials.mask_id, specials.unk_id
+        self.prefix, self.suffix = specials.template.single  # "[CLS]", "[SEP]"
+        self.marker = word_marker(self.tokenizer)  # None: WordPiece (BERT's words)
+        least = len(self.prefix) + len(self.suffix) + 1
+        if self.max_len < least:
+            raise UserError(
+                f"masked LM rows need at least {least} tokens, got max_len={self.max_len}"
+            )
 
 
-def candidate_exclusions(tokenizer: Tokenizer) -> list[int]:
+def candidate_exclusions(tokenizer: AnyTokenizer) -> list[int]:
     """Token ids that are never candidates: [PAD]/[UNK]/[CLS]/[SEP]/[MASK], [unusedN], other
-    bracketed specials, and ##continuation pieces (they are not words)."""
+    bracketed specials, and ##continuation pieces (they are not words); for a BPE/Unigram
+    tokenizer every token that does not start a word ("Ġ"/"▁") and its special tokens."""
     vocab = tokenizer.get_vocab(with_added_tokens=True)
-    return sorted(i for token, i in vocab.items() if is_special_word(token))
+    marker = word_marker(tokenizer)
+    if marker is None:
+        return sorted(i for token, i in vocab.items() if is_special_word(token))
+    specials = set(specials_of(tokenizer).names().values())
+    specials |= {t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special}
+    return sorted(
+        i for token, i in vocab.items() if token in specials or not is_word_token(token, marker)
+    )
 
 
 # --------------------------------------------------------------------------- augmentation
@@ -146,11 +182,14 @@ class _Text:
     """One text of one example being augmented: its words, the draws of its n copies, and the
     candidates of the words some copy replaces."""
 
-    __slots__ = ("text", "spans", "words", "replace", "choice", "cands", "source")
+    __slots__ = ("text", "spans", "words", "replace", "choice", "cands", "source", "tokens")
 
-    def __init__(self, text: str, rng: np.random.Generator, n: int, p: float):
+    def __init__(
+        self, text: str, rng: np.random.Generator, n: int, p: float, tokens: TokenWords | None
+    ):
         self.text = text
-        self.spans = split_words(text)
+        self.tokens = tokens  # the MLM tokenizer's words and tokens (BPE/Unigram), else None
+        self.spans = split_words(text) if tokens is None else tokens.spans
         self.words = [text[a:b] for a, b in self.spans]
         draws = rng.random((2, n, len(self.spans)))
         self.replace: np.ndarray = draws[0] < p  # (n, W): copy j replaces word i
@@ -188,6 +227,7 @@ class Augmenter:
         self.rng = np.random.Generator(np.random.PCG64(options.seed))
         self.summary = AugmentSummary()
         self._pieces: dict[str, tuple[int, ...]] = {}  # word -> the MLM's WordPiece ids
+        self._words: dict[int, str | None] = {}  # token id -> its word as a candidate, or None
 
     def run(self, examples: Iterable[Example]) -> Iterator[Example]:
         """Every example followed by its copies, in input order."""
@@ -202,16 +242,23 @@ class Augmenter:
 
     def _block(self, block: list[Example]) -> Iterator[Example]:
         opts = self.options
-        work: list[dict[str, _Text]] = []
-        for ex in block:
-            fields = {"a": ex.text_a, "b": ex.text_b}
-            work.append(
-                {
-                    key: _Text(text, self.rng, opts.n, opts.p)
-                    for key, text in fields.items()
-                    if key in opts.fields and text is not None
-                }
-            )
+        chosen = [
+            {
+                key: text
+                for key, text in (("a", ex.text_a), ("b", ex.text_b))
+                if key in opts.fields and text is not None
+            }
+            for ex in block
+        ]
+        # WordPiece MLM or none: BERT's words; BPE/Unigram: the MLM tokenizer's, in one batch
+        tokens: Iterator[TokenWords | None] = itertools.repeat(None)
+        if self.mlm is not None and self.mlm.marker is not None:
+            flat = [text for fields in chosen for text in fields.values()]
+            tokens = iter(tokenizer_words(self.mlm.tokenizer, flat))
+        work: list[dict[str, _Text]] = [
+            {key: _Text(text, self.rng, opts.n, opts.p, next(tokens)) for key, text in f.items()}
+            for f in chosen
+        ]
         self._find_candidates([t for texts in work for t in texts.values()])
         for ex, texts in zip(block, work, strict=True):
             yield from self._copies(ex, texts)
@@ -223,19 +270,15 @@ class Augmenter:
         for_vectors: list[tuple[_Text, int]] = []
         requests: dict[tuple[int, ...], list[tuple[_Text, int]]] = {}
         if self.mlm is not None:
-            self._encode_words(t.words for t in texts)
+            self._encode_words(t.words for t in texts if t.tokens is None)
         for t in texts:
             drawn = t.drawn()
             if self.mlm is None:
                 for_vectors += [(t, i) for i in drawn]
                 continue
-            context: list[int] = []
-            starts = []
-            for word in t.words:
-                starts.append(len(context))
-                context += self._pieces[word]
+            context, starts = self._context(t)
             for i in drawn:
-                pieces = self._pieces[t.words[i]]
+                pieces = self._word_pieces(t, i)
                 if len(pieces) == 1 and pieces[0] != self.mlm.unk_id:
                     masked = self._masked_row(context, starts[i])
                     requests.setdefault(masked, []).append((t, i))
@@ -254,6 +297,34 @@ class Augmenter:
                     t.cands[i] = [match_case(word, vectors.words[j]) for j in found[row]]
                     t.source[i] = 2
 
+    def _context(self, t: _Text) -> tuple[list[int], list[int]]:
+        """The text's MLM token ids and each word's first token."""
+        if t.tokens is not None:
+            return list(t.tokens.ids), list(t.tokens.first)
+        context: list[int] = []
+        starts = []
+        for word in t.words:
+            starts.append(len(context))
+            context += self._pieces[word]
+        return context, starts
+
+    def _word_pieces(self, t: _Text, i: int) -> tuple[int, ...]:
+        if t.tokens is not None:
+            first = t.tokens.first[i]
+            return t.tokens.ids[first : first + t.tokens.count[i]]
+        return self._pieces[t.words[i]]
+
+    def _candidate(self, token_id: int) -> str | None:
+        """The word a predicted token would put in the text, or None: never a special token
+        or a piece that continues a word."""
+        assert self.mlm is not None
+        if self.mlm.marker is None:
+            token = self.mlm.tokenizer.id_to_token(token_id)
+            return None if token is None or is_special_word(token) else token
+        if token_id not in self._words:
+            self._words[token_id] = whole_word(self.mlm.tokenizer, token_id, self.mlm.marker)
+        return self._words[token_id]
+
     def _encode_words(self, words: Iterable[Iterable[str]]) -> None:
         assert self.mlm is not None
         new = list(dict.fromkeys(w for ws in words for w in ws if w not in self._pieces))
@@ -262,14 +333,15 @@ class Augmenter:
             self._pieces.update((w, tuple(e.ids)) for w, e in zip(new, encodings, strict=True))
 
     def _masked_row(self, context: list[int], at: int) -> tuple[int, ...]:
-        """[CLS] context [SEP] with context[at] = [MASK], cut to a window of max_len tokens
-        around the mask when longer."""
+        """[CLS] context [SEP] (the tokenizer's single template) with context[at] = [MASK], cut
+        to a window of max_len tokens around the mask when longer."""
         assert self.mlm is not None
-        width = self.mlm.max_len - 2
+        mlm = self.mlm
+        width = mlm.max_len - len(mlm.prefix) - len(mlm.suffix)
         start = min(max(0, at - width // 2), max(0, len(context) - width))
         window = context[start : start + width]
-        window[at - start] = self.mlm.mask_id
-        return (self.mlm.cls_id, *window, self.mlm.sep_id)
+        window[at - start] = mlm.mask_id
+        return (*mlm.prefix, *window, *mlm.suffix)
 
     def _ask_mlm(self, requests: dict[tuple[int, ...], list[tuple[_Text, int]]], k: int) -> None:
         """All masked rows of a block through the MLM, shortest first, batch_size at a time."""
@@ -285,11 +357,14 @@ class Augmenter:
             for row, ids in zip(batch, top.tolist(), strict=True):
                 for t, i in requests[row]:
                     word = t.words[i]
-                    own = {word.lower(), _token_text(mlm.tokenizer, self._pieces[word][0])}
+                    own = {
+                        word.lower(),
+                        (self._candidate(self._word_pieces(t, i)[0]) or "").lower(),
+                    }
                     cands = []
                     for token_id in ids:
-                        token = mlm.tokenizer.id_to_token(token_id)
-                        if token is None or is_special_word(token) or token.lower() in own:
+                        token = self._candidate(token_id)
+                        if token is None or token.lower() in own:
                             continue
                         cands.append(match_case(word, token))
                         if len(cands) == k:
@@ -324,10 +399,6 @@ class Augmenter:
             yield dataclasses.replace(
                 ex, text_a=pair[0], text_b=pair[1], source=f"{ex.source} (copy {j + 1})"
             )
-
-
-def _token_text(tokenizer: Tokenizer, token_id: int) -> str:
-    return (tokenizer.id_to_token(token_id) or "").lower()
 
 
 # --------------------------------------------------------------------------- files

@@ -1,11 +1,24 @@
 """Words as TinyBERT's augmentation sees them: BERT's basic tokenisation with character spans,
-vocabulary entries that are never candidates, and keeping a replaced word's case."""
+vocabulary entries that are never candidates, and keeping a replaced word's case.
+
+With a masked LM whose tokenizer is not WordPiece (byte-level BPE: RoBERTa, ModernBERT;
+SentencePiece-style Unigram: XLM-R, DeBERTa-v3), a word is what that tokenizer's pre-tokenizer
+splits off (`tokenizer_words`), and a whole-word token is one that starts with its word mark,
+"Ġ" or "▁" (`word_marker`, `whole_word`): the other pieces continue a word and are never
+candidates.
+"""
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from tokenizers import PreTokenizedString, normalizers, pre_tokenizers
+from tokenizers import PreTokenizedString, models, normalizers, pre_tokenizers
+
+from tinybert.errors import UserError
 
 # BERT's basic tokenisation without lowercasing or accent stripping, so that each word's span
 # in the original text is known: clean_text, CJK characters split off, whitespace/punctuation.
@@ -57,3 +70,89 @@ def match_case(word: str, candidate: str) -> str:
     if word[:1].isupper():
         return candidate[:1].upper() + candidate[1:]
     return candidate
+
+
+# --------------------------------------------------------------------------- BPE / Unigram words
+
+
+def word_marker(tokenizer: Any) -> str | None:
+    """The mark that starts a word-initial token: "Ġ" for a byte-level pre-tokenizer (BPE),
+    Metaspace's replacement ("▁") for SentencePiece-style tokenizers; None for WordPiece, whose
+    words are BERT's and whose continuation pieces start with "##"."""
+    if isinstance(tokenizer.model, models.WordPiece):
+        return None
+    pre = tokenizer.pre_tokenizer  # its JSON only: not the whole (large) vocabulary's
+    for part in _parts(None if pre is None else json.loads(pre.__getstate__())):
+        if part.get("type") == "ByteLevel":
+            return "Ġ"
+        if part.get("type") == "Metaspace":
+            return str(part.get("replacement", "▁"))
+    raise UserError(
+        "the masked LM's tokenizer is neither WordPiece nor byte-level BPE nor SentencePiece "
+        "(Metaspace): its word-start tokens are unknown; augment with word vectors only"
+    )
+
+
+def _parts(pre: Any) -> list[dict]:
+    if not isinstance(pre, dict):
+        return []
+    if pre.get("type") == "Sequence":
+        return [p for sub in pre.get("pretokenizers", []) for p in _parts(sub)]
+    return [pre]
+
+
+def whole_word(tokenizer: Any, token_id: int, marker: str) -> str | None:
+    """The word a whole-word token stands for ("Ġgood" -> "good", "▁good" -> "good"), or None
+    for a continuation piece, a bare mark, a special token or a partial UTF-8 byte."""
+    token = tokenizer.id_to_token(token_id)
+    if token is None or not is_word_token(token, marker):
+        return None
+    word = tokenizer.decode([token_id], skip_special_tokens=True).strip()
+    if not word or "\ufffd" in word or any(c.isspace() for c in word):
+        return None
+    return word
+
+
+def is_word_token(token: str, marker: str) -> bool:
+    """A vocabulary entry that starts a word and is more than the mark (and no special)."""
+    return token.startswith(marker) and len(token) > len(marker) and not is_special_word(token)
+
+
+@dataclass(frozen=True)
+class TokenWords:
+    """One text as a BPE/Unigram tokenizer sees it: its token ids (no special tokens) and its
+    words (the pre-tokenizer's splits): their (start, end) character spans, whitespace trimmed,
+    and the tokens of each (ids[first[i] : first[i] + count[i]])."""
+
+    ids: tuple[int, ...]
+    spans: list[tuple[int, int]]
+    first: list[int]
+    count: list[int]
+
+
+def tokenizer_words(tokenizer: Any, texts: Sequence[str]) -> list[TokenWords]:
+    """`texts` tokenised in one batch, grouped into words by the tokenizer's own word ids."""
+    out = []
+    for text, enc in zip(texts, tokenizer.encode_batch(list(texts), add_special_tokens=False),
+                         strict=True):  # fmt: skip
+        spans, first, count = [], [], []
+        groups: list[list[int]] = []
+        last = object()
+        for i, word in enumerate(enc.word_ids):
+            if word is None or word != last:
+                groups.append([])
+            groups[-1].append(i)
+            last = word
+        for group in groups:
+            start = min(enc.offsets[i][0] for i in group)
+            end = max(enc.offsets[i][1] for i in group)
+            while start < end and text[start].isspace():  # "Ġgood" covers " good"
+                start += 1
+            while end > start and text[end - 1].isspace():
+                end -= 1
+            if start < end:  # a whitespace-only split ("▁") is no word; its tokens stay
+                spans.append((start, end))
+                first.append(group[0])
+                count.append(len(group))
+        out.append(TokenWords(tuple(enc.ids), spans, first, count))
+    return out

@@ -1,6 +1,8 @@
 """TinyBERT distillation losses (Jiao et al. 2019, arXiv:1909.10351), one layer per call.
 
 - `attention_loss`  eq. 7: MSE between student and teacher attention scores (pre-softmax).
+- `attention_kl_loss` for teachers that give attention probabilities instead of scores
+  (DeBERTa-v2): KL(teacher || student) per query row, see "Attention probabilities" below.
 - `hidden_loss`     eq. 8: MSE between projected student and teacher hidden states.
 - `soft_cross_entropy` eq. 10: prediction-layer loss, -softmax(z_t/T) . log_softmax(z_s/T).
 - `logit_mse`       prediction-layer loss for regression tasks (MSE to the teacher's output).
@@ -18,6 +20,30 @@ Two ways to average the intermediate losses, picked by `mode` (config `distill.l
   everything, padding included. Hidden: a plain mean over everything. Padded query rows hold
   real (but meaningless) numbers and still count, and the denominator grows with the padding,
   so the same example gets a smaller loss in a longer batch.
+
+Keys the teacher masks. A teacher may mask keys beyond padding: ModernBERT's sliding-window
+(local) layers put the same huge negative number on keys outside each query's window. Such a
+(query, key) pair carries no teacher score to imitate, so both modes leave it out: "real_tokens"
+drops it from the sum (its denominator stays real queries x real keys x heads, so for a BERT
+teacher, which masks padding keys only, the loss is exactly today's), and "reference" sets the
+student's score there to 0 as it does the teacher's. A teacher score is masked when it is at or
+below `MASKED_SCORE` = finfo(float16).min / 2 = -32752: every float dtype's finfo.min (fp16, bf16,
+fp32) and -inf are below it, whichever dtype built the mask and whichever the scores were cast
+to, while a real QK^T/sqrt(d) never comes near it.
+
+Attention probabilities. DeBERTa-v2's disentangled attention adds content-to-position and
+position-to-content terms inside its attention kernel and exposes only the softmax
+probabilities (masked keys 0), so there are no comparable pre-softmax scores to regress on.
+`attention_kl_loss` compares distributions instead: per real query row, KL(p_t || p_s) over the
+keys, with p_s = softmax of the student's scores (padding keys forced to probability 0),
+averaged over real query rows x heads. KL is MiniLM's choice (Wang et al. 2020,
+arXiv:2002.10957) for transferring attention distributions: it is 0 exactly when the
+distributions agree, is invariant to the shift softmax ignores (the student's scores need not
+match any particular offset), and a key the teacher gives 0 adds nothing but still pulls the
+student's mass away from it. An MSE on probabilities would instead weigh every key alike and
+shrink with the row length. The original TinyBERT scripts have no such path, so "reference"
+mode computes the same KL as "real_tokens": padded query rows have no teacher distribution to
+match, and padding keys have probability 0 in both models.
 
 Every loss is computed in float32 (bf16/fp16 inputs are cast up) and returns a 0-d float32
 tensor. Masked attention scores hold torch.finfo(dtype).min; they are removed with
@@ -38,6 +64,9 @@ LOSS_MODES: tuple[str, ...] = ("real_tokens", "reference")
 
 # The reference scripts treat any attention score at or below this as a masked key.
 REFERENCE_MASK_THRESHOLD = -1e2
+# A teacher score at or below this is a key the teacher masks (padding, or outside a local
+# attention window): half of float16's finfo.min, above every float dtype's finfo.min and -inf.
+MASKED_SCORE = torch.finfo(torch.float16).min / 2
 
 
 def _check_mode(mode: str) -> None:
@@ -86,6 +115,8 @@ def attention_loss(
     pairs: the number of (real query, real key) pairs to average over, sum_b T_b^2; default: this
         batch's own. Data-parallel training passes the whole (global) batch's, so that the ranks'
         losses add up to the loss of one process seeing the whole batch.
+    Pairs whose teacher score is masked (<= MASKED_SCORE, e.g. outside a ModernBERT local window)
+    add nothing, in both modes; they still count in the denominator (see the module docstring).
     Returns a 0-d float32 tensor.
     """
     _check_mode(mode)
@@ -95,14 +126,18 @@ def attention_loss(
             f"attention scores must be (B, H, T, T), got {tuple(student_scores.shape)}"
         )
     s, t = student_scores.float(), teacher_scores.float()
+    unseen = t <= MASKED_SCORE  # (B, H, T, T): keys the teacher masks (padding, windows)
     if mode == "reference":
         zero = s.new_zeros(())
-        s = torch.where(s <= REFERENCE_MASK_THRESHOLD, zero, s)
+        # Where the teacher masks a key the student gets 0 too (a BERT student masks the same
+        # padding keys, <= -1e2, so for BERT teachers this changes nothing).
+        s = torch.where((s <= REFERENCE_MASK_THRESHOLD) | unseen, zero, s)
         t = torch.where(t <= REFERENCE_MASK_THRESHOLD, zero, t)
         return F.mse_loss(s, t)
 
     b, h, length, _ = s.shape
-    if _no_padding(mask, b, length):  # every position is real: one fused kernel, same value
+    # every position real and no key masked: one fused kernel, same value
+    if _no_padding(mask, b, length) and not bool(unseen.any()):
         if pairs is None:
             return F.mse_loss(s, t)
         return _divide(F.mse_loss(s, t, reduction="sum"), pairs * h)
@@ -110,10 +145,57 @@ def attention_loss(
     both = (real[:, :, None] & real[:, None, :])[:, None]  # (B, 1, T, T): real query x real key
     # s - t stays finite (masked keys hold finfo.min, real scores are small), and where() then
     # drops it with no gradient; multiplying by the mask instead could meet inf * 0 = NaN.
-    diff = torch.where(both, s - t, 0.0)
+    # A BERT teacher masks padding keys only, which `both` drops already: the same sum as before.
+    diff = torch.where(both & ~unseen, s - t, 0.0)
     if pairs is None:
         pairs = real.sum(dim=1).float().square().sum()  # sum over examples of T_b^2
     return _divide(diff.square().sum(), pairs * h)
+
+
+def attention_kl_loss(
+    student_scores: Tensor,
+    teacher_probs: Tensor,
+    mask: Tensor | None,
+    mode: LossMode = "real_tokens",
+    rows: Tensor | float | None = None,
+) -> Tensor:
+    """KL(teacher || student) between one layer's attention distributions, for teachers that
+    give probabilities, not scores (DeBERTa-v2; see the module docstring for why KL).
+
+    student_scores: (B, H, T, T) the student's pre-softmax scores (masked keys at finfo.min).
+    teacher_probs: (B, H, T, T) the teacher's softmax probabilities (masked keys 0).
+    mask: (B, T), 1 (or True) at real tokens; None means no padding.
+    mode: checked; "reference" computes the same KL (the original scripts have none).
+    rows: the number of real query rows to average over (real tokens, sum_b T_b); default: this
+        batch's own. Data-parallel training passes the global batch's (see `attention_loss`).
+
+    loss = sum over real query rows q, heads, real keys k with p_t > 0 of
+           p_t[k] * (log p_t[k] - log p_s[k]),   p_s = softmax over keys of the student's scores
+           with padding keys forced to probability 0,
+           divided by rows x H. Returns a 0-d float32 tensor.
+    """
+    _check_mode(mode)
+    _check_same_shape("attention_kl_loss", student_scores, teacher_probs)
+    if student_scores.dim() != 4:
+        raise ValueError(
+            f"attention scores must be (B, H, T, T), got {tuple(student_scores.shape)}"
+        )
+    b, h, length, _ = student_scores.shape
+    real = _real(mask, b, length, student_scores.device)
+    # Padding keys get the float32 minimum whatever the student put there (finfo.min of its
+    # dtype, -inf, -1e4): their probability is then 0, and log_softmax stays finite even for
+    # a fully padded row (uniform over equal minima), so no NaN reaches the gradient.
+    lowest = torch.finfo(torch.float32).min
+    s = torch.where(real[:, None, None, :], student_scores.float(), lowest)
+    log_ps = F.log_softmax(s, dim=-1)
+    pt = teacher_probs.float()
+    # Select before any arithmetic can meet 0 * -inf: a key the teacher gives 0 (masked, or
+    # rounded to 0 in bf16) adds 0, as xlogy's 0 log 0 = 0.
+    keep = (real[:, :, None] & real[:, None, :])[:, None] & (pt > 0)  # real query x real key
+    kl = torch.where(keep, torch.xlogy(pt, pt) - pt * log_ps, 0.0)
+    if rows is None:
+        rows = real.sum().float()
+    return _divide(kl.sum(), rows * h)
 
 
 def hidden_loss(

@@ -29,17 +29,24 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from tinybert.config import DistillConfig
-from tinybert.distill.losses import attention_loss, hidden_loss, logit_mse, soft_cross_entropy
+from tinybert.distill.losses import (
+    attention_kl_loss,
+    attention_loss,
+    hidden_loss,
+    logit_mse,
+    soft_cross_entropy,
+)
 from tinybert.distill.mapping import check_heads, resolve_layer_map
 from tinybert.distill.projection import HiddenProjection
 from tinybert.distill.teacher_cache import (
     CachePlan,
     TeacherCache,
+    attention_signal,
     mapped_scores,
     open_or_build,
     teacher_forward,
 )
-from tinybert.model import AnyBertModel
+from tinybert.model import AnyBertModel, Teacher
 from tinybert.train.distributed import Dist
 from tinybert.train.inference import Logits, TokenLogits, logits_over
 from tinybert.train.loop import Collated, TrainData
@@ -94,6 +101,12 @@ class IntermediateLoss(Objective):
     embedding output, mapped 0 <- 0). Hidden states pass through the learned `projection` to the
     teacher's width first. The teacher runs frozen, in eval mode, without gradients.
 
+    The attention term follows what the teacher's `attention_scores` hold (its
+    `attention_signal`, see `teacher_cache.attention_signal`): pre-softmax scores ("scores",
+    our BERT and most families) are matched by `attention_loss` (MSE, eq. 7); probabilities
+    ("probabilities", DeBERTa-v2) by `attention_kl_loss` (KL, averaged over real query rows,
+    whose global count under data parallelism is `Batch.norm_tokens`).
+
     With a `cache` plan (TD phase 1 over several epochs, see `teacher_cache.py`), `prepare`
     computes the teacher's mapped outputs once and every step reads them (by `batch.index`)
     instead of running the teacher.
@@ -110,6 +123,7 @@ class IntermediateLoss(Objective):
     ):
         self.student, self.teacher, self.projection = student, teacher, projection
         self.layer_map, self.cfg = layer_map, cfg
+        self.signal = attention_signal(teacher)
         self.cache_plan = cache
         self.cache: TeacherCache | None = None
 
@@ -142,9 +156,11 @@ class IntermediateLoss(Objective):
         att = zero
         if want_att:
             for i, j in enumerate(self.layer_map):
-                att = att + attention_loss(
-                    s.attention_scores[i], t.attention_scores[j - 1], mask, mode, pairs
-                )
+                s_att, t_att = s.attention_scores[i], t.attention_scores[j - 1]
+                if self.signal == "probabilities":  # one real query row per real token
+                    att = att + attention_kl_loss(s_att, t_att, mask, mode, tokens)
+                else:
+                    att = att + attention_loss(s_att, t_att, mask, mode, pairs)
         hid = zero
         for i, j in enumerate(self.layer_map, start=1):
             hid = hid + hidden_loss(
@@ -247,7 +263,7 @@ class PredictionLoss(Objective):
 def intermediate_objective(
     cfg: DistillConfig,
     student: AnyBertModel,
-    teacher: AnyBertModel,
+    teacher: Teacher,
     device: torch.device,
     cache: CachePlan | None = None,
 ) -> tuple[IntermediateLoss, HiddenProjection]:

@@ -24,9 +24,11 @@ from tqdm.auto import tqdm
 from tinybert.config import StudentConfig
 from tinybert.distill.mapping import resolve_layer_map, uniform_layer_map
 from tinybert.errors import UserError
+from tinybert.families import FAMILIES
 from tinybert.model import (
     AnyBertModel,
     BertConfig,
+    BertForMaskedLM,
     BertForSequenceClassification,
     BertForTokenClassification,
     BertModel,
@@ -35,9 +37,14 @@ from tinybert.model import (
     saved_head,
 )
 from tinybert.model.select import check_selectable, select_weights
+from tinybert.model.teachers import HFModel, Teacher, load_any_model
 
 Head = Literal["sequence", "token", "encoder"]
 M = TypeVar("M", bound=nn.Module)
+# The most positions a student gets: ModernBERT takes 8,192 tokens, but a BERT student with a
+# table that long would spend most of its embedding parameters on rows that task data
+# (max_seq_length <= 512, BERT's own limit) never reaches.
+STUDENT_POSITIONS = 512
 
 
 def freeze(teacher: M) -> M:
@@ -48,13 +55,15 @@ def freeze(teacher: M) -> M:
     return teacher
 
 
-def load_teacher(path: str, head: Head, command: str) -> AnyBertModel:
-    """A frozen teacher from a Hugging Face directory. With a task head it must hold a trained
-    one (fine-tune it first; its labels are checked against the task's data, see
-    task_data.load_training_data); head="encoder" takes any BERT (general distillation)."""
+def load_teacher(path: str, head: Head, command: str) -> Teacher:
+    """A frozen teacher from a Hugging Face directory of any supported family (model/teachers).
+    With a task head it must hold a trained one (fine-tune it first; its labels are checked
+    against the task's data, see task_data.load_training_data); head="encoder" takes any
+    encoder (general distillation)."""
     if not path:
-        raise UserError(f"{command} needs teacher=<Hugging Face BERT directory>")
-    teacher, report = load_model(path, head=head)
+        raise UserError(f"{command} needs teacher=<Hugging Face model directory>")
+    teacher, report = load_any_model(path, head=head)
+    assert not isinstance(teacher, BertForMaskedLM)  # head is never "mlm" here
     if isinstance(teacher, BertModel):  # head == "encoder"
         teacher.pooler = None  # GD uses hidden states and attention scores only
     elif report.initialised:
@@ -66,13 +75,15 @@ def load_teacher(path: str, head: Head, command: str) -> AnyBertModel:
 
 
 def student_shape(cfg: StudentConfig, teacher: BertConfig, **head: Any) -> BertConfig:
-    """The student's config: its own depth and widths, the teacher's vocabulary and positions."""
+    """The student's config: its own depth and widths, the teacher's vocabulary and positions
+    (at most STUDENT_POSITIONS of them)."""
     return BertConfig(
         vocab_size=teacher.vocab_size,
-        max_position_embeddings=teacher.max_position_embeddings,
+        max_position_embeddings=min(teacher.max_position_embeddings, STUDENT_POSITIONS),
         type_vocab_size=teacher.type_vocab_size,
         pad_token_id=teacher.pad_token_id,
         hidden_act=teacher.hidden_act,
+        layer_norm_eps=teacher.layer_norm_eps,
         num_hidden_layers=cfg.num_hidden_layers,
         hidden_size=cfg.hidden_size,
         num_attention_heads=cfg.num_attention_heads,
@@ -99,6 +110,8 @@ class Start:
         )
         if self.layers:
             text += f", layers {list(self.layers)}"
+        if self.init == "random" and self.asked == "auto":  # only so for a non-BERT teacher
+            return text + " (student.init=auto: the teacher's blocks are not BERT's)"
         return text + (f" (student.init={self.asked})" if self.asked != self.init else "")
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,17 +127,53 @@ class Start:
         }
 
 
+def teacher_record(teacher: Teacher) -> dict[str, str]:
+    """What a stage records of its teacher (in init.json, for the report and the model card):
+    {"model_type": "roberta", "family": "RoBERTa", "attention": "scores", "text": "..."}."""
+    family = teacher.family if isinstance(teacher, HFModel) else FAMILIES["bert"]
+    what = {
+        "scores": "pre-softmax attention scores (MSE)",
+        "probabilities": "attention probabilities (KL): its pre-softmax scores are not exposed",
+    }[family.attention]
+    return {
+        "model_type": family.name,
+        "family": family.label,
+        "attention": family.attention,
+        "text": f"{family.label} teacher; the student learns its {what}",
+    }
+
+
+def bert_weights_refusal(teacher: Teacher) -> str:
+    """Why the teacher's weights cannot start a BERT student ("" when they can: BERT, RoBERTa,
+    XLM-R, DistilBERT, ELECTRA with embeddings as wide as its hidden states)."""
+    if not isinstance(teacher, HFModel):
+        return ""
+    try:
+        teacher.bert_state_dict()
+    except UserError as e:
+        return str(e)
+    return ""
+
+
 def resolve_start(
     cfg: StudentConfig,
     teacher: BertConfig,
     teacher_path: str = "",
     layer_map: Sequence[int] | None = None,
+    refusal: str = "",
 ) -> Start:
     """Resolve `cfg.init` against the teacher: `auto` becomes checkpoint (student.path given),
     teacher_layers (the student's hidden size, heads and FFN width equal the teacher's) or
     select (any smaller shape). layer_map (distill.layer_map): the teacher layer each student
-    layer starts from, as phase 1 maps them; None = uniform (`student.select_layers=map`)."""
+    layer starts from, as phase 1 maps them; None = uniform (`student.select_layers=map`).
+    refusal (bert_weights_refusal): why the teacher's weights cannot start a BERT student;
+    then `auto` resolves to random weights and teacher_layers / select fail with it."""
     init = cfg.init
+    if refusal and not cfg.path:
+        if init in ("teacher_layers", "select"):
+            raise UserError(f"student.init={init}: {refusal}")
+        if init == "auto":
+            return Start("random", init)
     if init == "auto" and not cfg.path:
         same_width = (cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size) == (
             teacher.hidden_size,
@@ -171,7 +220,7 @@ def _select_layers(
 
 def build_student(
     cfg: StudentConfig,
-    teacher: AnyBertModel,
+    teacher: Teacher,
     head: Head,
     num_labels: int = 2,
     id2label: tuple[str, ...] | None = None,
@@ -208,11 +257,13 @@ def build_student(
 
 
 def _selection_source(
-    cfg: StudentConfig, teacher: AnyBertModel, head: Head
+    cfg: StudentConfig, teacher: Teacher, head: Head
 ) -> tuple[dict[str, Tensor], BertConfig]:
     """The tensors weight selection picks from: the teacher's, or those of the model in
     student.path (without the head it lacks, or a head of another kind)."""
     if cfg.init != "select" or not cfg.path:
+        if isinstance(teacher, HFModel):
+            return teacher.bert_state_dict(), teacher.config
         return teacher.state_dict(), teacher.config
     kind = "encoder" if head == "encoder" else saved_head(cfg.path)
     model, report = load_model(cfg.path, head=kind)
@@ -245,7 +296,7 @@ def _random(cfg: StudentConfig, teacher: BertConfig, head: Head, labels: dict) -
     )
 
 
-def _from_teacher_layers(cfg: StudentConfig, teacher: AnyBertModel) -> AnyBertModel:
+def _from_teacher_layers(cfg: StudentConfig, teacher: Teacher) -> AnyBertModel:
     """DistilBERT-style: copy embeddings, the chosen teacher layers, pooler and head."""
     layers = cfg.teacher_layers
     n_teacher = teacher.config.num_hidden_layers
@@ -254,13 +305,30 @@ def _from_teacher_layers(cfg: StudentConfig, teacher: AnyBertModel) -> AnyBertMo
             f"student.teacher_layers must list teacher layers in 1..{n_teacher} "
             f"(e.g. [2, 4, 6]); got {layers}"
         )
-    student = type(teacher)(replace(teacher.config, num_hidden_layers=len(layers)))
-    state = teacher.state_dict()
+    config = replace(teacher.config, num_hidden_layers=len(layers))
+    if isinstance(teacher, HFModel):  # its weights under BERT names; a head may be missing
+        state = teacher.bert_state_dict()
+        student: AnyBertModel = _random_like(teacher, config)
+    else:
+        state = teacher.state_dict()
+        student = type(teacher)(config)
     for k, i in enumerate(layers):
         prefix, target = f"bert.encoder.layer.{i - 1}.", f"bert.encoder.layer.{k}."
         state.update(
             {target + n[len(prefix) :]: v for n, v in list(state.items()) if n.startswith(prefix)}
         )
     own = student.state_dict()
-    student.load_state_dict({n: state[n] for n in own})
+    student.load_state_dict({n: state.get(n, v) for n, v in own.items()})
+    new = [n for n in own if n not in state]
+    if new:
+        tqdm.write(f"student: newly initialised (not in the teacher): {', '.join(new)}")
     return student
+
+
+def _random_like(teacher: HFModel, config: BertConfig) -> AnyBertModel:
+    """A randomly initialised tinybert BERT with the teacher's head kind, of `config`."""
+    if teacher.head == "token":
+        return BertForTokenClassification(config)
+    if teacher.head == "encoder":
+        return BertModel(config, add_pooling_layer=False)
+    return BertForSequenceClassification(config)

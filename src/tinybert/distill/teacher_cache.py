@@ -10,10 +10,13 @@ needs, unpadded and in the dtype the run's precision produces (what the loss wou
 
 Each process writes its own shard, rows rank, rank + world, ... (as phase 2's teacher logits are
 shared out), and reads every shard: a batch's rows come from any of them. Reading a batch pads
-each row back to the batch's length with zeros, which the "real_tokens" losses never look at (they
-select real query x real key pairs and real tokens with `torch.where`), so the loss and its
-gradient are those of a live teacher; the "reference" mode counts padded positions, whose teacher
-outputs depend on the batch, so it never uses the cache.
+each row back to the batch's length as a live teacher masks it: attention scores at
+finfo(dtype).min, attention probabilities (`attention_signal` "probabilities") and hidden states at
+0. The "real_tokens" losses never look at padded positions anyway (they select real query x real
+key pairs and real tokens with `torch.where`), so the loss and its gradient are those of a live
+teacher; the "reference" mode counts padded positions, whose teacher outputs depend on the batch,
+so it never uses the cache. Keys a teacher masks inside a row (ModernBERT's local-attention
+windows) are part of the stored L x L block, so they come back exactly as the teacher gave them.
 
 A pass before training, rather than filling the cache during the first epoch: the pass batches
 rows by length (little padding) and runs the teacher alone, so it costs less than epoch 1's
@@ -47,6 +50,7 @@ from tinybert.train.distributed import Dist
 from tinybert.train.loop import Collated, TrainData
 from tinybert.train.precision import autocast
 
+ATTENTION_SIGNALS = ("scores", "probabilities")
 CACHE_DIR = "teacher_cache"  # in the stage folder; removed when phase 1 finishes
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -76,7 +80,8 @@ class CachePlan:
 @dataclass(frozen=True)
 class Layout:
     """Which teacher outputs are cached (0-based indices into its attention_scores and
-    hidden_states), their shapes' fixed parts and their dtypes."""
+    hidden_states), their shapes' fixed parts and their dtypes; `signal`: what the attention
+    outputs are (`attention_signal`), which decides what padded keys read back as."""
 
     att_layers: tuple[int, ...]
     hid_layers: tuple[int, ...]
@@ -84,6 +89,7 @@ class Layout:
     width: int
     att_dtype: torch.dtype
     hid_dtype: torch.dtype
+    signal: str = "scores"
 
     def row_bytes(self, length: int) -> tuple[int, int]:
         att = len(self.att_layers) * self.heads * length * length * self.att_dtype.itemsize
@@ -98,7 +104,12 @@ class Layout:
             "width": self.width,
             "att_dtype": str(self.att_dtype),
             "hid_dtype": str(self.hid_dtype),
+            "signal": self.signal,
         }
+
+    def att_padding(self) -> float:
+        """What a padded attention entry holds: a live teacher's masked score or probability."""
+        return torch.finfo(self.att_dtype).min if self.signal == "scores" else 0.0
 
 
 class TeacherOutputs:
@@ -145,9 +156,11 @@ class TeacherCache:
             self.hid.append(hid)
 
     def outputs(self, indices: Sequence[int], length: int, device: torch.device) -> TeacherOutputs:
-        """The cached outputs of rows `indices`, zero-padded to `length` tokens."""
+        """The cached outputs of rows `indices`, padded to `length` tokens (attention: masked,
+        see `Layout.att_padding`; hidden states: zeros)."""
         lay, b = self.layout, len(indices)
-        att = torch.zeros(len(lay.att_layers), b, lay.heads, length, length, dtype=lay.att_dtype)
+        att_shape = (len(lay.att_layers), b, lay.heads, length, length)
+        att = torch.full(att_shape, lay.att_padding(), dtype=lay.att_dtype)
         hid = torch.zeros(len(lay.hid_layers), b, length, lay.width, dtype=lay.hid_dtype)
         for row, i in enumerate(indices):
             n, rank, pos = int(self.lengths[i]), i % self.world, i // self.world
@@ -189,6 +202,19 @@ def _encoder(model: nn.Module) -> nn.Module:
     return getattr(model, "bert", model)
 
 
+def attention_signal(teacher: nn.Module) -> str:
+    """What the teacher's `attention_scores` hold: "scores" (pre-softmax, masked keys at
+    finfo.min: our BERT, which has no `attention_signal` attribute, and most families) or
+    "probabilities" (softmax, masked keys 0: DeBERTa-v2). Read from the model or its encoder."""
+    default = getattr(_encoder(teacher), "attention_signal", "scores")
+    signal = getattr(teacher, "attention_signal", default)
+    if signal not in ATTENTION_SIGNALS:
+        raise ValueError(
+            f"teacher attention_signal {signal!r}; expected one of {ATTENTION_SIGNALS}"
+        )
+    return str(signal)
+
+
 def teacher_forward(teacher: nn.Module, batch: Collated, want_att: bool | Collection[int]) -> Any:
     """The teacher's encoder outputs for a batch (its input_ids, attention_mask and
     token_type_ids), as phase 1 computes them (no gradients).
@@ -227,6 +253,7 @@ def probe_layout(
         width=hidden.shape[-1],
         att_dtype=torch.float32 if scores is None else scores.dtype,
         hid_dtype=hidden.dtype,
+        signal=attention_signal(teacher),
     )
 
 

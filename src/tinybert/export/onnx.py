@@ -6,7 +6,9 @@
 
 The export folder is all a server needs:
     model.onnx            fp32. Inputs input_ids, attention_mask, token_type_ids: (B, T) int64,
-                          B and T dynamic; output logits: (B, C), or (B, T, C) for a token head
+                          B and T dynamic (no token_type_ids for a model without segment ids,
+                          type_vocab_size 1: a RoBERTa-style student); output logits: (B, C),
+                          or (B, T, C) for a token head
     model_optimized.onnx  (optimize) ONNX Runtime's BERT fusions: Attention,
                           EmbedLayerNormalization, SkipLayerNormalization, BiasGelu
     model_int8.onnx       (int8) weights quantised to int8, activations at run time (dynamic)
@@ -116,24 +118,46 @@ class ExportableBert(nn.Module):
     positions come from slicing a constant (1, max_positions) buffer, not arange, so
     EmbedLayerNormalization fuses; the padding mask is HF's additive (1 - mask) * min built once, so Attention fuses; and
     there is no data-dependent "no padding" branch, which tracing would freeze.
+
+    A model with one segment (type_vocab_size 1) has no token_type_ids input: its one
+    token-type row is added to every position row once, here (word + position-and-type, the
+    pattern ONNX Runtime fuses for models without segments), instead of at every call.
     """
 
     positions: Tensor  # (1, max_positions) buffer
+    position_rows: Tensor  # (max_positions, H): position rows + the one token-type row
 
     def __init__(self, model: BertTaskModel):
         super().__init__()
         self.model = model
         self.token_head = not hasattr(model.bert, "pooler") or model.bert.pooler is None
+        self.token_types = has_segments(model)
         positions = torch.arange(model.config.max_position_embeddings)[None]
         self.register_buffer("positions", positions, persistent=False)
+        if not self.token_types:
+            emb = model.bert.embeddings
+            rows = emb.position_embeddings.weight + emb.token_type_embeddings.weight[0]
+            self.register_buffer("position_rows", rows.detach().clone(), persistent=False)
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor) -> Tensor:
-        """(B, T) int64 each -> logits (B, C) (token head: (B, T, C))."""
+    @property
+    def input_names(self) -> list[str]:
+        """The graph's inputs, in forward's order."""
+        return [n for n in INPUT_NAMES if self.token_types or n != "token_type_ids"]
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None
+    ) -> Tensor:
+        """(B, T) int64 each -> logits (B, C) (token head: (B, T, C)). token_type_ids only
+        for a model with segments (else not an input of the graph)."""
         bert = self.model.bert
         emb = bert.embeddings
         positions = self.positions[:, : input_ids.size(1)]  # (1, T)
-        h = emb.word_embeddings(input_ids) + emb.token_type_embeddings(token_type_ids)
-        h = emb.LayerNorm(h + emb.position_embeddings(positions))  # (B, T, H)
+        if token_type_ids is None:
+            h = emb.word_embeddings(input_ids) + F.embedding(positions, self.position_rows)
+        else:
+            h = emb.word_embeddings(input_ids) + emb.token_type_embeddings(token_type_ids)
+            h = h + emb.position_embeddings(positions)
+        h = emb.LayerNorm(h)  # (B, T, H)
         # 0 for real tokens, finfo.min for padding: the values the model's masked_fill uses.
         bias = (1.0 - attention_mask[:, None, None, :].to(h.dtype)) * torch.finfo(h.dtype).min
         # nn.ModuleList is not generic; the encoder's entries are Layers.
@@ -152,6 +176,12 @@ def _attend(att: SelfAttention, x: Tensor, bias: Tensor) -> Tensor:
         for lin in (att.query, att.key, att.value)
     )
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias).transpose(1, 2).reshape(B, T, -1)
+
+
+def has_segments(model: BertTaskModel) -> bool:
+    """Whether the model reads segment ids: it has more than one token-type row (a student of
+    a RoBERTa-style teacher has one, and every type id is 0)."""
+    return model.config.type_vocab_size > 1
 
 
 def load_for_export(model_dir: str | Path) -> tuple[BertTaskModel, str]:
@@ -180,15 +210,17 @@ def write_onnx(model: BertTaskModel, path: Path, opset: int = MIN_OPSET) -> None
     ids = torch.full((2, length), 1, dtype=torch.long)
     mask = torch.ones_like(ids)
     mask[1, length // 2 :] = 0
-    axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
+    names = wrapper.input_names
+    axes = {name: {0: "batch", 1: "sequence"} for name in names}
     axes[OUTPUT_NAME] = {0: "batch", 1: "sequence"} if wrapper.token_head else {0: "batch"}
+    inputs = (ids, mask, torch.zeros_like(ids))[: len(names)]
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer and deprecation chatter; the check follows
         torch.onnx.export(
             wrapper,
-            (ids, mask, torch.zeros_like(ids)),
+            inputs,
             str(path),
-            input_names=list(INPUT_NAMES),
+            input_names=names,
             output_names=[OUTPUT_NAME],
             dynamic_axes=axes,
             opset_version=opset,
@@ -237,10 +269,11 @@ def _quiet_logging() -> Iterator[None]:
 
 
 def generated_batches(
-    vocab_size: int, max_positions: int, pad_id: int = 0, seed: int = 0
+    vocab_size: int, max_positions: int, pad_id: int = 0, seed: int = 0, segments: bool = True
 ) -> list[dict[str, Tensor]]:
     """Batches of sizes CHECK_BATCH_SIZES with random ids, each row its own length (2 to 64
-    tokens, so rows are padded) and a random segment-B tail: what real batches look like."""
+    tokens, so rows are padded) and a random segment-B tail (type ids 1; none, all 0, without
+    `segments`): what real batches look like."""
     g = torch.Generator().manual_seed(seed)
     batches = []
     for size in CHECK_BATCH_SIZES:
@@ -249,7 +282,7 @@ def generated_batches(
         ids = torch.randint(0, vocab_size, (size, width), generator=g)
         mask = (torch.arange(width)[None] < lengths[:, None]).long()
         split = (lengths * torch.rand(size, generator=g)).long()[:, None]
-        types = ((torch.arange(width)[None] >= split) & mask.bool()).long()
+        types = ((torch.arange(width)[None] >= split) & mask.bool() & segments).long()
         batches.append(
             {"input_ids": ids.masked_fill(mask == 0, pad_id), "attention_mask": mask,
              "token_type_ids": types}
@@ -401,7 +434,9 @@ def _check(
 ) -> ExportResult:
     """Run PyTorch and every ONNX file on the same inputs; fail on an fp32 difference > 1e-4."""
     cfg = model.config
-    batches = generated_batches(cfg.vocab_size, cfg.max_position_embeddings, pad_id)
+    batches = generated_batches(
+        cfg.vocab_size, cfg.max_position_embeddings, pad_id, segments=has_segments(model)
+    )
     reference = torch_logits_fn(model)
     with torch.no_grad():
         expected = [reference(b) for b in batches]

@@ -3,6 +3,9 @@
     run = OnnxLogits(find_onnx("runs/sst2/onnx", precision="int8"))
     logits = run(batch)  # input_ids, attention_mask, token_type_ids (B, T) int64 -> (B, C) float32
 
+A graph without a token_type_ids input (a model with one segment, type_vocab_size 1, or an
+optimised graph that dropped it) is fed only the inputs it has.
+
 OnnxLogits fits tinybert.train.inference's LogitsFn, so predict_logits / evaluate_splits run an exported
 model through the same batching and metrics as a PyTorch one. This module does not import torch:
 a server that only runs ONNX needs onnxruntime and numpy alone.
@@ -102,7 +105,8 @@ class OnnxLogits:
 
     def __call__(self, batch: Mapping[str, object]) -> np.ndarray:
         """batch: input_ids, attention_mask, token_type_ids, each (B, T) int64 (tensors or
-        arrays). Returns the logits, (B, C) float32 ((B, T, C) for a token head)."""
+        arrays; token_type_ids only read by a graph that has it). Returns the logits, (B, C)
+        float32 ((B, T, C) for a token head)."""
         feeds = {name: np.asarray(batch[name], dtype=np.int64) for name in self.inputs}
         try:
             return self.session.run([OUTPUT_NAME], feeds)[0]

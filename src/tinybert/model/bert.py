@@ -200,7 +200,7 @@ class SelfAttention(nn.Module):
         # A finite minimum (not -inf, not a bool mask) keeps a fully padded sequence NaN-free:
         # its softmax is uniform instead of 0/0. Built in the compute dtype so autocast keeps it.
         masked = None if keep is None else ~keep[:, None, None, :]  # (B, 1, 1, T)
-        if return_scores or _explicit_is_faster(q):
+        if return_scores or explicit_is_faster(q):
             scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(self.head_size))
             if masked is not None:
                 # Same values as adding (1 - mask) * min: score + min rounds to min in fp32.
@@ -218,7 +218,7 @@ class SelfAttention(nn.Module):
         return context.transpose(1, 2).reshape(B, T, -1), scores if return_scores else None
 
 
-def _explicit_is_faster(q: Tensor) -> bool:
+def explicit_is_faster(q: Tensor) -> bool:
     """Whether the explicit attention path beats F.scaled_dot_product_attention for q's device
     and dtype: on CPU in bf16 it does. There SDPA's fused kernel took 2x as long forward
     and 4-5x forward + backward as two batched matmuls and a softmax (batch 32, 12 heads, 64-128
@@ -413,7 +413,7 @@ class BertModel(nn.Module):
         if keep is not None and bool(keep.all()):
             keep = None  # no padding: skip the mask (and let SDPA pick its mask-free kernels)
         h = self.embeddings(input_ids, token_type_ids)
-        wanted = _score_layers(output_attention_scores, len(self.encoder.layer))
+        wanted = score_layers(output_attention_scores, len(self.encoder.layer))
         hidden, scores = [h], []
         for i, layer in enumerate(self.encoder.layer):
             h, s = layer(h, keep, i in wanted)
@@ -528,7 +528,7 @@ BertTaskModel: TypeAlias = BertForSequenceClassification | BertForTokenClassific
 AnyBertModel: TypeAlias = BertModel | BertTaskModel
 
 
-def _score_layers(wanted: bool | Collection[int], n_layers: int) -> frozenset[int]:
+def score_layers(wanted: bool | Collection[int], n_layers: int) -> frozenset[int]:
     """The 0-based layers whose attention scores a forward returns: all (True), none (False), or
     the given ones, each checked to exist."""
     if isinstance(wanted, bool):

@@ -9,6 +9,10 @@ every tensor of the checkpoint must be used, except for three documented allowan
     the bare encoder and MLM head do not use are skipped, and reported;
   - tied aliases (the MLM decoder's weight and bias) may be absent; present, they must agree.
 Anything else fails with one UserError that lists every problem at once.
+
+A saved model carries its tokenizer (save_model's tokenizer_dir): the files are copied, and
+tokenizer_config.json is adjusted where transformers' AutoTokenizer would otherwise feed the
+model other inputs than tinybert does (see serving_tokenizer_config).
 """
 
 from __future__ import annotations
@@ -45,7 +49,26 @@ TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
+    # a teacher's byte-level BPE / SentencePiece files (RoBERTa, XLM-R, DeBERTa): tinybert reads
+    # tokenizer.json, but they travel with it so the directory stays complete
+    "vocab.json",
+    "merges.txt",
+    "spm.model",
+    "sentencepiece.bpe.model",
+    "added_tokens.json",
 )
+TOKENIZER_CONFIG = "tokenizer_config.json"
+# transformers' tokenizer classes that build exactly tinybert's WordPiece tokenizer (BertNormalizer,
+# BertPreTokenizer, WordPiece, from the same config flags). Any other class is replaced in a
+# saved model by the generic one, which runs tokenizer.json as it is, as tinybert does:
+# transformers 5's family classes rebuild parts of it with their own defaults (XLM-R's and
+# DeBERTa-v2's split double spaces, tabs and special-token text differently; XLM-R's puts
+# <unk> at id 3), and a student must get the inputs tinybert gave it.
+WORDPIECE_CLASSES = frozenset(
+    f"{name}Tokenizer{fast}" for name in ("Bert", "DistilBert", "Electra") for fast in ("", "Fast")
+)
+GENERIC_TOKENIZER = "PreTrainedTokenizerFast"
+_WITH_TYPES = ["input_ids", "token_type_ids", "attention_mask"]  # transformers' BERT default
 HEADS: dict[str, type[AnyBertModel | BertForMaskedLM]] = {
     "sequence": BertForSequenceClassification,
     "token": BertForTokenClassification,
@@ -210,7 +233,7 @@ def save_model(
     config = model.config.to_dict(architecture=type(model).__name__)
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     if tokenizer_dir is not None:
-        _copy_tokenizer(Path(tokenizer_dir), out)
+        _copy_tokenizer(Path(tokenizer_dir), out, model.config)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,12 +397,86 @@ def _no_mlm_message(path: Path, missing: list[str]) -> str:
     )
 
 
-def _copy_tokenizer(src: Path, out: Path) -> None:
+def _copy_tokenizer(src: Path, out: Path, config: BertConfig) -> None:
+    """Copy `src`'s tokenizer files into `out`; rewrite tokenizer_config.json only where
+    serving_tokenizer_config says the copy would not serve a model of `config` as tinybert
+    does (a BERT student of a BERT teacher keeps its files byte for byte)."""
     present = [src / n for n in TOKENIZER_FILES if (src / n).is_file()]
     if not present:
         raise UserError(
             f"{src}: no tokenizer files to copy (looked for {', '.join(TOKENIZER_FILES)})"
         )
+    # read before copying: `src` may be `out` itself
+    tok_config = _json_or_none(src / TOKENIZER_CONFIG) if (src / TOKENIZER_CONFIG).is_file() else {}
+    tok_json = src / "tokenizer.json"
+    fixed = None
+    if tok_config is not None:  # unreadable: copied as it is (loading it reports the problem)
+        fixed = serving_tokenizer_config(
+            tok_config, config, tok_json if tok_json.is_file() else None
+        )
     for path in present:
         if path.resolve() != (out / path.name).resolve():
             shutil.copyfile(path, out / path.name)
+    if fixed is not None:
+        text = json.dumps(fixed, indent=2, ensure_ascii=False) + "\n"
+        (out / TOKENIZER_CONFIG).write_text(text, encoding="utf-8")
+
+
+def serving_tokenizer_config(
+    tok_config: dict, config: BertConfig, tokenizer_json: Path | None
+) -> dict | None:
+    """The tokenizer_config.json a model of `config` needs so that transformers' AutoTokenizer
+    gives it exactly the inputs tinybert's tokenizer gives it; None when `tok_config` (the
+    teacher's, {} if it has none) already does. `tokenizer_json`: the tokenizer.json beside it.
+
+    - A model without segment ids (type_vocab_size 1) gets no token_type_ids input
+      (model_input_names without it); a model with them keeps it.
+    - A tokenizer.json that BERT's WordPiece classes would not rebuild exactly (a BPE or Unigram
+      one, or any other class) is read by the generic class, as tinybert reads it, and without
+      add_bos_token/add_eos_token (for which transformers replaces its template).
+    - Padding and truncation on the right (the model has absolute positions; tinybert pads and
+      truncates there), to at most max_position_embeddings tokens.
+    """
+    new = dict(tok_config)
+    names = new.get("model_input_names")
+    if config.type_vocab_size <= 1:
+        if not isinstance(names, list) or "token_type_ids" in names:
+            kept = names if isinstance(names, list) else _WITH_TYPES
+            new["model_input_names"] = [n for n in kept if n != "token_type_ids"]
+    elif isinstance(names, list) and "token_type_ids" not in names:
+        new["model_input_names"] = [*names[:1], "token_type_ids", *names[1:]]
+    if tokenizer_json is not None and not _wordpiece_class(
+        new.get("tokenizer_class"), tokenizer_json
+    ):
+        new["tokenizer_class"] = GENERIC_TOKENIZER
+        for key in ("add_bos_token", "add_eos_token"):
+            new.pop(key, None)
+    length = new.get("model_max_length")
+    if isinstance(length, (int, float)) and length > config.max_position_embeddings:
+        new["model_max_length"] = config.max_position_embeddings
+    sides = ("padding_side", "truncation_side")
+    if new == tok_config and all(new.get(k, "right") == "right" for k in sides):
+        return None
+    return new | dict.fromkeys(sides, "right")
+
+
+def _wordpiece_class(cls: object, tokenizer_json: Path) -> bool:
+    """Whether AutoTokenizer reads `tokenizer_json` with a BERT WordPiece class: the one named,
+    or, when none is named, the one config.json's model_type "bert" implies (then the file must
+    hold a WordPiece model)."""
+    if cls is not None:
+        return cls in WORDPIECE_CLASSES
+    model = (_json_or_none(tokenizer_json) or {}).get("model")
+    if not isinstance(model, dict):
+        return True  # unreadable: left as it is (the tokenizer loader reports it)
+    # files of tokenizers < 0.10 have no "type": a WordPiece model is told by its keys
+    kind = model.get("type") or ("WordPiece" if "continuing_subword_prefix" in model else None)
+    return kind == "WordPiece" and "merges" not in model
+
+
+def _json_or_none(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError: bad JSON or not UTF-8
+        return None
+    return data if isinstance(data, dict) else None

@@ -363,10 +363,17 @@ def work_augment(stage: Stage, cfg: Config, w: Wiring) -> None:
     tqdm.write("\n".join(result.summary.lines()))
 
 
-def _each_model(name: str, w: Wiring) -> Iterator[tuple[str, str]]:
-    """evaluate, export, benchmark: (role, model) of the run's teacher, then its student; one
-    that is not there stops the stage when its turn comes."""
+def _each_model(stage: Stage, w: Wiring) -> Iterator[tuple[str, str]]:
+    """evaluate, export, benchmark: (role, model) of the run's teacher, then its student, those
+    the stage's plan reads (export leaves out a teacher that is not a BERT); one that is not
+    there stops the stage when its turn comes."""
+    name = stage.name
     for role, model in (("teacher", w.teacher), ("student", w.student)):
+        if model not in stage.reads:
+            from tqdm.auto import tqdm
+
+            tqdm.write(f"{name}: the {role} ({w.teacher_type}) is left out: tinybert {name}s BERTs")
+            continue
         if not Path(model).is_dir():
             fix = (
                 "give teacher=<a fine-tuned model>, or add finetune to run.stages"
@@ -383,7 +390,7 @@ def work_evaluate(stage: Stage, cfg: Config, w: Wiring) -> None:
     from tinybert.evaluate import default_output, run_evaluate, write_results
     from tinybert.report.files import is_trivial, trivial_sentence
 
-    for role, model in _each_model(stage.name, w):
+    for role, model in _each_model(stage, w):
         results = run_evaluate(cfg, model)
         write_results(results, default_output(model))
         shown = {k: v for k, v in results.items() if isinstance(v, float)}
@@ -398,7 +405,7 @@ def work_export(stage: Stage, cfg: Config, w: Wiring) -> None:
 
     from tinybert.export.onnx import export_for_task
 
-    for _, model in _each_model(stage.name, w):
+    for _, model in _each_model(stage, w):
         exported = export_for_task(model, Path(model) / "onnx", cfg, optimize=True, int8=True)
         tqdm.write("\n".join(exported.summary()))
 
@@ -408,7 +415,7 @@ def work_benchmark(stage: Stage, cfg: Config, w: Wiring) -> None:
 
     from tinybert.benchmark import SpeedOptions, run_benchmark, summary_lines
 
-    for _, model in _each_model(stage.name, w):
+    for _, model in _each_model(stage, w):
         speed, path = run_benchmark(cfg, model, SpeedOptions.from_config(cfg.benchmark))
         tqdm.write("\n".join([f"benchmark {model} -> {path}", *summary_lines(speed)]))
 

@@ -75,9 +75,12 @@ def _per_model_stage(
     sections: tuple[str, ...],
     work: Work,
     version: Callable[[], int] | None = None,
+    bert_only: bool = False,
 ) -> RunStage:
-    """evaluate, export, benchmark: run on the teacher and on the student of the run."""
-    return RunStage(plan=wiring.per_model(name, out_file, flags, sections, version), work=work)
+    """evaluate, export, benchmark: run on the teacher and on the student of the run (only on
+    a BERT teacher with `bert_only`)."""
+    plan = wiring.per_model(name, out_file, flags, sections, version, bert_only)
+    return RunStage(plan=plan, work=work)
 
 
 _EVALUATE = ("task", "finetune.eval_batch_size", "device")
@@ -182,7 +185,12 @@ _ALL = (
         arguments=arguments.add_export_args,
         epilog=arguments.EXPORT_MORE,
         stage=_per_model_stage(
-            "export", wiring.export_file, ("--optimize", "--int8"), _EXPORT, actions.work_export
+            "export",
+            wiring.export_file,
+            ("--optimize", "--int8"),
+            _EXPORT,
+            actions.work_export,
+            bert_only=True,  # a RoBERTa/DeBERTa/... teacher stays a PyTorch model
         ),
     ),
     Command(

@@ -107,10 +107,14 @@ def _matmul_params(config: dict[str, Any] | None) -> int | None:
     """Parameters of the encoder's matrix products (L x (4H^2 + 2HI)), from a config.json."""
     if config is None:
         return None
+
+    def key(name: str, distilbert: str) -> int:  # BERT's name (most families'), DistilBERT's
+        return int(config[name] if name in config else config[distilbert])
+
     try:
-        layers, hidden = int(config["num_hidden_layers"]), int(config["hidden_size"])
-        inner = int(config["intermediate_size"])
-    except (KeyError, TypeError, ValueError):  # not a BERT's config
+        layers, hidden = key("num_hidden_layers", "n_layers"), key("hidden_size", "dim")
+        inner = key("intermediate_size", "hidden_dim")
+    except (KeyError, TypeError, ValueError):  # not an encoder's config
         return None
     return layers * (4 * hidden * hidden + 2 * hidden * inner)
 

@@ -44,6 +44,8 @@ class Wiring:
     general: str  # the general-distilled student
     augmented: str  # augment's output file
     student: str  # the deployable student (TD phase 2's best/)
+    # The teacher's model_type ("bert", "roberta", ...): the fine-tuned teacher keeps `model`'s
+    teacher_type: str = "bert"
     # The training stages' folders in `out` (the recipes' STAGE): teacher, general, student
     teacher_dir: Path = Path("teacher")
     general_dir: Path = Path("general")
@@ -71,6 +73,7 @@ class Wiring:
             general=str(out / GENERAL / "final"),
             augmented=augmented,
             student=str(out / PREDICTION / "best"),
+            teacher_type=_model_type(cfg.model if "finetune" in stages else cfg.teacher),
             teacher_dir=out / TEACHER,
             general_dir=out / GENERAL,
             student_dir=out / STUDENT,
@@ -84,6 +87,18 @@ class Wiring:
             "general": self.general if Path(self.general).is_dir() else None,
             "student": self.student,
         }
+
+
+def _model_type(model_dir: str) -> str:
+    """config.json's model_type; "bert" when it cannot be read yet (the stage that reads the
+    directory says what is wrong with it)."""
+    from tinybert.errors import UserError
+    from tinybert.model.teachers import model_family
+
+    try:
+        return model_family(model_dir).name if model_dir else "bert"
+    except UserError:
+        return "bert"
 
 
 @dataclass
@@ -242,17 +257,21 @@ def per_model(
     flags: Sequence[str],
     keys: Sequence[str],
     version: Callable[[], int] | None = None,
+    bert_only: bool = False,
 ) -> Planner:
     """evaluate, export, benchmark: the same step on the teacher and on the student, each
     writing `out_file()` beside the model, with `flags` on its own command line. `keys`: the
     config it reads, its settings. `version` (of the output's format) is a setting too, so
-    outputs of an older format are made again. (Names, not values: importing them imports
-    torch.)"""
+    outputs of an older format are made again. `bert_only`: a teacher of another model type
+    (RoBERTa, ...) is left out (export: tinybert exports BERT models). (Names, not values:
+    importing them imports torch.)"""
 
     def planner(cfg: Config, w: Wiring, line: CommandLine) -> Stage:
         from tinybert.recipes.common import stage_settings
 
         models = [w.teacher, w.student]
+        if bert_only and w.teacher_type != "bert":
+            models = [w.student]
         outputs = {str(Path(m) / out_file()): str(Path(m) / "model.safetensors") for m in models}
         wired = [f"teacher={w.teacher}"]
         return Stage(

@@ -30,7 +30,7 @@ from tinybert.data.word_replacement import (
 )
 from tinybert.data.word_vectors import load_word_vectors
 from tinybert.errors import UserError
-from tinybert.model import BertForMaskedLM, load_model
+from tinybert.model import BertForMaskedLM, HFModel, load_any_model
 from tinybert.paths import check_output_dir
 from tinybert.train.distributed import resolve_device
 from tinybert.train.precision import autocast, explain_precision, precision_label
@@ -123,7 +123,9 @@ def _masked_lm(cfg: Config) -> MaskedLM:
     device = resolve_device(cfg.device)
     if a.precision == "fp16" and device.type != "cuda":
         raise UserError("augment.precision=fp16 needs a CUDA GPU; use auto, bf16 or fp32")
-    model, _ = load_model(a.mlm, head="mlm")
+    model, _ = load_any_model(a.mlm, head="mlm")  # BERT: tinybert's own; others: transformers
+    if not isinstance(model, BertForMaskedLM | HFModel):  # (load_any_model's head="mlm" types)
+        raise UserError(f"augment.mlm {a.mlm}: not a masked LM")
     precision, why = explain_precision(a.precision, device)  # after the checks: auto may measure
     label = precision_label(precision, a.precision)
     tqdm.write(f"augment: MLM precision {label}" + (f": {why}" if why else ""))
@@ -131,16 +133,19 @@ def _masked_lm(cfg: Config) -> MaskedLM:
     n_vocab, pad_id = tokenizer_info(tokenizer)
     check_vocab(n_vocab, model.config.vocab_size, a.mlm, cfg.task.allow_smaller_vocab)
     model.to(device)
-    mask_id = tokenizer.token_to_id("[MASK]")
+    mask_id = tokenizer.specials.mask_id  # [MASK], <mask>: named by tokenizer_config.json
     if mask_id is None:
-        raise UserError(f"augment.mlm {a.mlm}: its vocabulary has no [MASK] token")
+        raise UserError(
+            f"augment.mlm {a.mlm}: its vocabulary ({tokenizer.specials.source}) has no mask "
+            f"token {tokenizer.specials.mask} (mask_token)"
+        )
     topk = mlm_topk(model, device, precision, mask_id, pad_id, candidate_exclusions(tokenizer))
     max_len = min(cfg.task.max_seq_length, model.config.max_position_embeddings)
     return MaskedLM(tokenizer, topk, max_len=max_len, batch_size=a.batch_size)
 
 
 def mlm_topk(
-    model: BertForMaskedLM,
+    model: BertForMaskedLM | HFModel,
     device: torch.device,
     precision: str,
     mask_id: int,
@@ -149,7 +154,9 @@ def mlm_topk(
 ) -> MlmTopK:
     """rows (token ids with one [MASK] each) -> (len(rows), k) ids most likely at the [MASK],
     best first, never one of `excluded`. One forward pass per call over the rows padded to the
-    longest; the MLM head runs on the [MASK] positions only ((B, V) scores, not (B, T, V))."""
+    longest; tinybert's BERT runs its MLM head on the [MASK] positions only ((B, V) scores, not
+    (B, T, V)); another family's model (HFModel) scores every position and the mask's are
+    picked. Segment ids are all 0 (a single text)."""
     model.eval()
     vocab_size = model.config.vocab_size
     banned = torch.zeros(vocab_size, dtype=torch.bool)
@@ -166,9 +173,15 @@ def mlm_topk(
         at = (ids == mask_id).long().argmax(dim=1)  # each row's one [MASK]
         ids, keep, at = ids.to(device), keep.to(device), at.to(device)
         with torch.inference_mode(), autocast(device, precision):
-            hidden = model.bert(ids, keep, torch.zeros_like(ids)).last_hidden_state
-            picked = hidden[torch.arange(len(rows), device=device), at]  # (B, H)
-            scores = model.cls(picked[:, None, :])[:, 0, :].float()  # (B, V)
+            rows_at = torch.arange(len(rows), device=device)
+            if isinstance(model, BertForMaskedLM):
+                hidden = model.bert(ids, keep, torch.zeros_like(ids)).last_hidden_state
+                picked = hidden[rows_at, at]  # (B, H)
+                scores = model.cls(picked[:, None, :])[:, 0, :].float()  # (B, V)
+            else:
+                logits = model(ids, keep).logits  # (B, T, V')
+                assert logits is not None  # an MLM head always has logits
+                scores = logits[rows_at, at, :vocab_size].float()  # (B, V)
             scores.masked_fill_(banned, float("-inf"))
             return torch.topk(scores, min(k, vocab_size), dim=1).indices.cpu().numpy()
 

@@ -11,7 +11,7 @@ from tinybert.config import Config
 from tinybert.data.task_data import load_training_data, task_spec
 from tinybert.distill.objectives import SupervisedLoss
 from tinybert.errors import UserError
-from tinybert.model import load_model
+from tinybert.model import load_any_model
 from tinybert.recipes.common import (
     EVAL_KEYS,
     TASK_KEYS,
@@ -28,13 +28,13 @@ STAGE = "teacher"
 def run_finetune(cfg: Config) -> TrainResult:
     """Fine-tune `cfg.model` on the task; the best dev model is kept in teacher/best."""
     if not cfg.model:
-        raise UserError("finetune needs model=<Hugging Face BERT directory>")
+        raise UserError("finetune needs model=<Hugging Face model directory>")
     task = task_spec(cfg.task)
     ctx = stage_context(cfg, tokenizer_dir=cfg.model)
     ctx.preflight([STAGE])
     # The model: a new head for the task's labels on the encoder in cfg.model.
     torch.manual_seed(cfg.seed)  # the new head's initial weights
-    model, report = load_model(cfg.model, head=task.head, **task.head_args)
+    model, report = load_any_model(cfg.model, head=task.head, **task.head_args)
     report_new_weights(cfg.model, report)
     # The data, checked against the model before it is read.
     models = {f"model {cfg.model}": model.config}

@@ -22,7 +22,13 @@ from tqdm.auto import tqdm
 from tinybert.config import Config
 from tinybert.data.corpus import CorpusDataset, TFRecordCorpus, open_corpus
 from tinybert.distill.objectives import intermediate_objective
-from tinybert.distill.student import build_student, load_teacher, resolve_start
+from tinybert.distill.student import (
+    bert_weights_refusal,
+    build_student,
+    load_teacher,
+    resolve_start,
+    teacher_record,
+)
 from tinybert.errors import UserError
 from tinybert.recipes.common import PHASE1_KEYS, stage_settings, start_settings
 from tinybert.train.context import stage_context
@@ -45,8 +51,10 @@ def run_general_distill(cfg: Config) -> TrainResult:
         lengths = lengths[: cfg.corpus.max_sequences]  # the first N sequences
     teacher = load_teacher(cfg.teacher, "encoder", "general-distill").to(ctx.device)
     check_corpus_length(cfg.corpus.path, lengths, teacher.config, f"teacher {cfg.teacher}")
-    start = resolve_start(cfg.student, teacher.config, cfg.teacher, cfg.distill.layer_map)
+    refusal = bert_weights_refusal(teacher)
+    start = resolve_start(cfg.student, teacher.config, cfg.teacher, cfg.distill.layer_map, refusal)
     if ctx.dist.is_main:
+        tqdm.write(f"teacher: {teacher_record(teacher)['text']}")
         tqdm.write(f"student: {start.describe()}")
     torch.manual_seed(cfg.seed)  # the student's initial weights
     student = build_student(cfg.student, teacher, "encoder", start=start).to(ctx.device)
@@ -84,7 +92,7 @@ def run_general_distill(cfg: Config) -> TrainResult:
             ),
             "student start": start_settings(start),
         },
-        init=start.to_dict(),
+        init={**start.to_dict(), "teacher": teacher_record(teacher)},
     )
     return trainer.fit()
 

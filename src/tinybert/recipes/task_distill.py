@@ -25,9 +25,16 @@ from tinybert.config import Config
 from tinybert.data.task_data import TaskData, check_model, load_training_data, task_spec
 from tinybert.distill.mapping import resolve_layer_map
 from tinybert.distill.objectives import PredictionLoss, intermediate_objective, teacher_logits
-from tinybert.distill.student import Start, build_student, load_teacher, resolve_start
+from tinybert.distill.student import (
+    Start,
+    bert_weights_refusal,
+    build_student,
+    load_teacher,
+    resolve_start,
+    teacher_record,
+)
 from tinybert.distill.teacher_cache import CachePlan, remove_cache
-from tinybert.model import AnyBertModel
+from tinybert.model import AnyBertModel, Teacher
 from tinybert.recipes.common import (
     EVAL_KEYS,
     PHASE1_KEYS,
@@ -75,12 +82,14 @@ def run_task_distill(cfg: Config) -> dict[str, TrainResult]:
 
 
 def _student(
-    cfg: Config, ctx: StageContext, teacher: AnyBertModel, data: TaskData
+    cfg: Config, ctx: StageContext, teacher: Teacher, data: TaskData
 ) -> tuple[AnyBertModel, Start]:
     """The student built from the teacher as student.init says, checked against the task like
     the teacher (a checkpoint's positions may be fewer), on the device."""
-    start = resolve_start(cfg.student, teacher.config, cfg.teacher, cfg.distill.layer_map)
+    refusal = bert_weights_refusal(teacher)
+    start = resolve_start(cfg.student, teacher.config, cfg.teacher, cfg.distill.layer_map, refusal)
     if ctx.dist.is_main:
+        tqdm.write(f"teacher: {teacher_record(teacher)['text']}")
         tqdm.write(f"student: {start.describe()}")
     torch.manual_seed(cfg.seed)  # the student's initial weights
     task = data.task
@@ -103,7 +112,7 @@ def _warn_small_task(ctx: StageContext, start: Start, rows: int) -> None:
 def _intermediate(
     cfg: Config,
     ctx: StageContext,
-    teacher: AnyBertModel,
+    teacher: Teacher,
     student: AnyBertModel,
     data: TaskData,
     start: Start,
@@ -133,7 +142,7 @@ def _intermediate(
             **stage_settings(cfg, "teacher", "seed", *TASK_KEYS, "student", *PHASE1_KEYS),
             "student start": start_settings(start),
         },
-        init=start.to_dict(),
+        init={**start.to_dict(), "teacher": teacher_record(teacher)},
     )
     result = trainer.fit()
     if ctx.dist.is_main:  # phase 1 is over (final/ written): nothing reads its cache again
@@ -184,7 +193,7 @@ def _cache_plan(
 def _prediction(
     cfg: Config,
     ctx: StageContext,
-    teacher: nn.Module,
+    teacher: Teacher,
     student: nn.Module,
     data: TaskData,
     start: Start,
@@ -220,6 +229,7 @@ def _prediction(
             # student as built when phase 1 does not run
             "student weights at the start of phase 2": weights_digest(student),
         },
-        init=start.to_dict(),  # the student's start before phase 1, for the model card
+        # the student's start before phase 1, and the teacher, for the model card
+        init={**start.to_dict(), "teacher": teacher_record(teacher)},
     )
     return trainer.fit()

@@ -53,6 +53,7 @@ from tinybert.report.files import (
     recorded_precision,
     score_ratio,
     student_start,
+    teacher_attention,
     trivial_sentence,
     verdict_of,
 )
@@ -484,7 +485,8 @@ def _teacher_lineage(facts: _Facts) -> list[str]:
 
 
 def _general_lineage(facts: _Facts) -> list[str]:
-    lines = [f"Teacher: `{facts.run.get('teacher') or 'unrecorded'}` (no task: plain text)."]
+    teacher = f"Teacher: `{facts.run.get('teacher') or 'unrecorded'}` (no task: plain text)."
+    lines = [_with_attention(teacher, facts)]
     corpus = facts.section("corpus").get("path") or ""
     meta = json_or_empty(p / "meta.json") if (p := _locate(corpus, facts.dir)) else {}
     size = ""
@@ -509,7 +511,14 @@ def _student_lineage(facts: _Facts) -> list[str]:
 def _teacher_line(facts: _Facts) -> str:
     given = facts.run.get("teacher") or ""
     score = _teacher_score(facts, given)
-    return f"Teacher: `{given or 'unrecorded'}`{f' ({score})' if score else ''}."
+    line = f"Teacher: `{given or 'unrecorded'}`{f' ({score})' if score else ''}."
+    return _with_attention(line, facts)
+
+
+def _with_attention(line: str, facts: _Facts) -> str:
+    """`line`, then what the student learned of the teacher's attention, where recorded."""
+    attention = teacher_attention(facts.dir.parent)  # init.json beside config.yaml
+    return f"{line} {attention}." if attention else line
 
 
 def _teacher_score(facts: _Facts, given: str) -> str:

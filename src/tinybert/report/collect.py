@@ -12,6 +12,7 @@ metric are shared with the model cards (files.py). Importing this module does no
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from tinybert.report.files import (
     count_parameters,
     dev_splits,
     export_json,
+    json_or_empty,
     main_metric,
     metric_values,
     number,
@@ -39,6 +41,7 @@ from tinybert.report.files import (
     read_metrics,
     recorded_precision,
     student_start,
+    teacher_attention,
     verdict_of,
 )
 
@@ -139,6 +142,8 @@ class RunData:
     # How the student of "general-distill" / "task-distill" started: its stage's init.json,
     # student.init as resolved ("select from runs/x/teacher/best, layers [2, 4, 6]")
     starts: dict[str, str] = field(default_factory=dict)
+    # What each distillation's student learned of its teacher's attention, by stage (init.json)
+    attention: dict[str, str] = field(default_factory=dict)
 
     @property
     def baseline(self) -> dict[str, float]:
@@ -244,6 +249,12 @@ def _read_model(reader: _Reader, role: str, path: Path, cfg: str, train_cmd: str
 def _read_export(reader: _Reader, model: Model, cfg: str) -> None:
     """ONNX sizes and dev metrics from onnx/export.json (sizes from the files if it is absent)."""
     folder = model.path / EXPORT_SUBDIR
+    model_type = json_or_empty(model.path / "config.json").get("model_type", "bert")
+    if model_type != "bert" and not export_json(model.path).is_file():
+        reader.notes.append(
+            f"{model.role}: a {model_type} model, not exported (tinybert exports BERTs)"
+        )
+        return
     command = f"tinybert export {cfg} --model {model.path} --int8"
     data = reader.json(export_json(model.path), model.role, command, "export")
     files = numbers(data.get("files") or {}) if data and isinstance(data.get("files"), dict) else {}
@@ -467,13 +478,20 @@ def collect_run(run_dir: str | Path) -> RunData:
         missing=reader.missing,
         notes=reader.notes,
         starts=_starts(root),
+        attention=_recorded(root, teacher_attention),
     )
 
 
 def _starts(root: Path) -> dict[str, str]:
     """How each distillation's student started, by `tinybert run` stage: GD's init.json, and
     TD's (phase 1's, or phase 2's when it ran alone). Stages that recorded none are left out."""
-    found = {k: student_start(root / SERIES[k][0]) for k in SERIES}
+    return _recorded(root, student_start)
+
+
+def _recorded(root: Path, read: Callable[[Path], str]) -> dict[str, str]:
+    """`read` of each distillation stage's folder, by `tinybert run` stage: GD's, and TD's
+    (phase 1's, or phase 2's when it ran alone). Stages where it found nothing are left out."""
+    found = {k: read(root / SERIES[k][0]) for k in SERIES}
     td = found["intermediate"] or found["prediction"]
     return {k: v for k, v in (("general-distill", found["general"]), ("task-distill", td)) if v}
 

@@ -81,6 +81,14 @@ def student_start(stage_dir: Path) -> str:
     return text if isinstance(text, str) else ""
 
 
+def teacher_attention(stage_dir: Path) -> str:
+    """What a distillation stage's student learned of its teacher's attention ("RoBERTa
+    teacher; the student learns its pre-softmax attention scores (MSE)"); "" if not recorded."""
+    teacher = json_or_empty(stage_dir / INIT_FILE).get("teacher")
+    text = teacher.get("text") if isinstance(teacher, dict) else None
+    return text if isinstance(text, str) else ""
+
+
 def read_config(stage_dir: Path) -> dict[str, Any]:
     """A stage folder's config.yaml (the full Config); {} if missing, garbled or no mapping."""
     try:

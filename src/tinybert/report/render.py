@@ -287,6 +287,14 @@ def start_line(run: RunData) -> str:
     return "Student start: " + "; ".join(f"{k}: {v}" for k, v in run.starts.items()) + "."
 
 
+def attention_line(run: RunData) -> str:
+    """Which attention signal each distillation read from the teacher ("" if none recorded):
+    pre-softmax scores, or probabilities for a teacher that does not expose its scores."""
+    if not run.attention:
+        return ""
+    return "Attention: " + "; ".join(f"{k}: {v}" for k, v in run.attention.items()) + "."
+
+
 def precision_line(run: RunData) -> str:
     """The precision each training stage ran in, as resolved ("" if no stage recorded it)."""
     shown = [f"{s.label} {s.precision}" for s in run.series.values() if s.precision]
@@ -374,6 +382,7 @@ def render_markdown(run: RunData, plots: list[Plot]) -> str:
             )
     notes = [
         start_line(run),
+        attention_line(run),
         precision_line(run),
         baseline_line(run),
         *map(_sentence, machine_lines(run)),
@@ -460,6 +469,7 @@ def _models_html(run: RunData) -> list[str]:
     )
     notes = [
         start_line(run),
+        attention_line(run),
         precision_line(run),
         baseline_line(run),
         *map(_sentence, machine_lines(run)),

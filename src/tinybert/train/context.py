@@ -11,7 +11,7 @@ from torch import nn
 
 from tinybert.config import Config, dump_yaml
 from tinybert.errors import UserError
-from tinybert.model import save_model
+from tinybert.model import save_any_model
 from tinybert.train import checkpoint as ckpt
 from tinybert.train import distributed
 from tinybert.train.distributed import Dist
@@ -94,7 +94,7 @@ def stage_context(cfg: Config, tokenizer_dir: str) -> StageContext:
     return StageContext(
         root=Path(cfg.output_dir),
         device=device,
-        save_model=lambda m, d: save_model(m, d, tokenizer_dir=tokenizer_dir),
+        save_model=lambda m, d: save_any_model(m, d, tokenizer_dir=tokenizer_dir),
         dist=dist,
         seed=cfg.seed,
         resume=cfg.resume,
