@@ -141,3 +141,38 @@ def test_a_bert_teacher_takes_the_path_it_took_before(tmp_path: Path) -> None:
     assert type(generic) is type(direct)
     assert generic.state_dict().keys() == direct.state_dict().keys()
     assert all(torch.equal(v, direct.state_dict()[k]) for k, v in generic.state_dict().items())
+
+
+def test_a_padded_embedding_table_is_accepted_for_bpe_and_unigram_teachers(tmp_path: Path) -> None:
+    """Released ModernBERT/DeBERTa-v3/RoBERTa checkpoints have more embedding rows than tokens;
+    that is no sign of a wrong vocabulary there (for a WordPiece BERT it is: still refused)."""
+    probe = write_teacher(tmp_path / "probe", "modernbert")
+    rows = load_any_model(probe)[0].config.vocab_size + 8
+    teacher = write_teacher(tmp_path / "mb", "modernbert", vocab_size=rows)
+    assert main(["task-distill", *td_args(tmp_path, teacher, "distill.phases=[prediction]")]) == 0
+    config = json.loads((tmp_path / "out/student/prediction/best/config.json").read_text())
+    assert config["vocab_size"] == rows
+
+
+def test_tinybert_run_with_a_roberta_model(tmp_path: Path) -> None:
+    """`tinybert run` from a RoBERTa encoder to a report: the teacher is evaluated and timed
+    but not exported (tinybert exports BERTs); the report and the student's card say which
+    attention signal the student learned."""
+    from tests.test_run import run_args
+
+    encoder = write_teacher(tmp_path / "enc", "roberta", head="encoder")
+    sst2 = write_sst2(tmp_path / "SST-2", n_train=16, n_dev=8)
+    quick = ["finetune.epochs=1", "intermediate.epochs=1", "prediction.epochs=1"]
+    args = [a for a in run_args(tmp_path / "out", encoder, sst2) if a.split("=")[0] not in
+            {q.split("=")[0] for q in quick}]  # fmt: skip
+    lenient = ["run.allow_weak_teacher=true", "run.allow_trivial=true"]  # random weights
+    assert main(["run", *args, *quick, *lenient]) == 0
+    out = tmp_path / "out"
+    assert (out / "teacher/best/speed.json").is_file()
+    assert not (out / "teacher/best/onnx").exists()
+    assert (out / "student/prediction/best/onnx/model_int8.onnx").is_file()
+    report = (out / "report/report.md").read_text()
+    assert "a roberta model, not exported" in report
+    assert "Attention: task-distill: RoBERTa teacher" in report
+    card = (out / "student/prediction/best/README.md").read_text()
+    assert "the student learns its pre-softmax attention scores" in card

@@ -185,6 +185,7 @@ class TaskConfig(_Checked):
     metric: str | None = None
     # A tokenizer with fewer tokens than the model's embedding rows is refused (a truncated or
     # wrong vocab.txt turns words into [UNK]); true accepts it, e.g. for a table padded to x8.
+    # RoBERTa, XLM-R, DeBERTa and ModernBERT models (whose released tables are padded) need not.
     allow_smaller_vocab: bool = False
     # Train on this file (in the task's own format, e.g. `tinybert augment` output) instead of
     # the train split in data_dir; "" = data_dir's. Dev splits still come from data_dir.

@@ -27,7 +27,13 @@ from tinybert.data import tfrecord
 from tinybert.data.base import TaskSpec, split_source
 from tinybert.data.batching import collate
 from tinybert.data.tasks import ExampleStream, get_task
-from tinybert.data.tokenization import TaskDataset, encode_examples, load_tokenizer, tokenizer_info
+from tinybert.data.tokenization import (
+    TaskDataset,
+    encode_examples,
+    load_tokenizer,
+    table_may_be_padded,
+    tokenizer_info,
+)
 from tinybert.errors import UserError
 
 
@@ -177,7 +183,8 @@ def load_task_data(
     tokenizer = load_tokenizer(tokenizer_dir)
     n_vocab, pad_id = tokenizer_info(tokenizer)
     if vocab_size is not None:
-        check_vocab(n_vocab, vocab_size, tokenizer_dir, cfg.allow_smaller_vocab)
+        padded = table_may_be_padded(tokenizer_dir)
+        check_vocab(n_vocab, vocab_size, tokenizer_dir, cfg.allow_smaller_vocab or padded)
     data_dir = Path(cfg.data_dir)
     if not data_dir.is_dir():
         raise UserError(f"task.data_dir: folder not found: {data_dir}")

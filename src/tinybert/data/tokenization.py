@@ -183,6 +183,16 @@ def model_token_types(model_dir: str | Path) -> bool:
     return _model_types(Path(model_dir))[1]
 
 
+def table_may_be_padded(model_dir: str | Path) -> bool:
+    """Whether the model's embedding table may have more rows than its tokenizer has tokens:
+    the released RoBERTa, XLM-R, DeBERTa-v3 and ModernBERT checkpoints pad theirs (ModernBERT
+    50,368 rows for 50,280 tokens, DeBERTa-v3 128,100 for 128,001). A WordPiece model's table
+    (BERT, ELECTRA, DistilBERT) matches its vocab.txt: fewer tokens there mean a wrong or
+    truncated vocabulary (task.allow_smaller_vocab accepts it)."""
+    model_type = _model_types(Path(model_dir))[0]
+    return model_type in FAMILIES and model_type not in _WORDPIECE_FAMILIES
+
+
 def _model_types(model_dir: Path) -> tuple[str | None, bool]:
     """(config.json's model_type or None, whether the model reads segment ids)."""
     path = model_dir / "config.json"

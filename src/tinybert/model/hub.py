@@ -24,7 +24,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -98,13 +98,14 @@ def saved_head(model_dir: str | Path) -> Literal["sequence", "token"]:
     return "token" if token else "sequence"
 
 
-def load_model_config(model_dir: str | Path) -> BertConfig:
-    """Read `model_dir`/config.json (an HF BERT config)."""
+def read_config_json(model_dir: str | Path, what: str = "an HF BERT") -> dict[str, Any]:
+    """`model_dir`/config.json as a dict; one clear error for a missing folder or file, bad JSON
+    or text that is not UTF-8. `what`: the kind of config the message asks for."""
     path = Path(model_dir) / CONFIG_FILE
     if not Path(model_dir).is_dir():
         raise UserError(f"model directory not found: {model_dir}")
     if not path.is_file():
-        raise UserError(f"{path}: not found; a model directory needs an HF BERT config.json")
+        raise UserError(f"{path}: not found; a model directory needs {what} config.json")
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
@@ -113,6 +114,13 @@ def load_model_config(model_dir: str | Path) -> BertConfig:
         raise UserError(f"{path}: not UTF-8 text; save it as UTF-8 (JSON files are)") from None
     if not isinstance(d, dict):
         raise UserError(f"{path}: expected a JSON object of config keys")
+    return d
+
+
+def load_model_config(model_dir: str | Path) -> BertConfig:
+    """Read `model_dir`/config.json (an HF BERT config)."""
+    path = Path(model_dir) / CONFIG_FILE
+    d = read_config_json(model_dir)
     if d.get("model_type", "bert") != "bert":
         raise UserError(
             f"{path}: model_type is '{d['model_type']}'; only BERT models ('bert') are supported"

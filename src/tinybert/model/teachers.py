@@ -21,7 +21,6 @@ Shapes: B batch, T tokens, A heads, H hidden size, C labels, V vocabulary.
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Collection, Sequence
 from pathlib import Path
@@ -42,7 +41,14 @@ from tinybert.model.bert import (
     explicit_is_faster,
     score_layers,
 )
-from tinybert.model.hub import CONFIG_FILE, TOKENIZER_FILES, LoadReport, load_model, save_model
+from tinybert.model.hub import (
+    CONFIG_FILE,
+    TOKENIZER_FILES,
+    LoadReport,
+    load_model,
+    read_config_json,
+    save_model,
+)
 
 Head = Literal["sequence", "token", "encoder", "mlm"]
 ATTENTION_NAME = "tinybert"  # the name our attention function is registered under
@@ -58,18 +64,7 @@ _AUTO = {
 
 
 def _raw_config(model_dir: str | Path) -> dict[str, Any]:
-    path = Path(model_dir) / CONFIG_FILE
-    if not Path(model_dir).is_dir():
-        raise UserError(f"model directory not found: {model_dir}")
-    if not path.is_file():
-        raise UserError(f"{path}: not found; a model directory needs a Hugging Face config.json")
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not a valid UTF-8 JSON file ({e})") from None
-    if not isinstance(d, dict):
-        raise UserError(f"{path}: expected a JSON object of config keys")
-    return d
+    return read_config_json(model_dir, "a Hugging Face")
 
 
 def model_family(model_dir: str | Path) -> Family:
