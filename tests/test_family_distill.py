@@ -176,3 +176,27 @@ def test_tinybert_run_with_a_roberta_model(tmp_path: Path) -> None:
     assert "Attention: task-distill: RoBERTa teacher" in report
     card = (out / "student/prediction/best/README.md").read_text()
     assert "the student learns its pre-softmax attention scores" in card
+
+
+@pytest.mark.parametrize("model_type", ["deberta-v2", "modernbert"])
+def test_phase1_teacher_cache_gives_the_live_teachers_losses(
+    tmp_path: Path, model_type: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Probabilities (DeBERTa) and window-masked scores (ModernBERT) read back from phase 1's
+    teacher cache give the losses the live teacher gives."""
+    teacher = write_teacher(tmp_path / model_type, model_type, head="sequence")
+    losses = {}
+    for budget in ("0", "1"):
+        run = tmp_path / f"cache-{budget}"
+        extra = [
+            "distill.phases=[intermediate]",
+            "intermediate.epochs=2",
+            "intermediate.log_steps=1",
+        ]
+        args = td_args(run, teacher, *extra, f"intermediate.teacher_cache_gb={budget}")
+        assert main(["task-distill", *args]) == 0
+        rows = read_jsonl(run / "out/student/intermediate/metrics.jsonl")
+        losses[budget] = [r["att_loss"] for r in rows if "att_loss" in r]
+        assert ("caching the teacher's outputs" in capsys.readouterr().out) == (budget == "1")
+    assert len(losses["1"]) == 4
+    assert losses["1"] == pytest.approx(losses["0"], rel=1e-5)
