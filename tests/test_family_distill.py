@@ -200,3 +200,10 @@ def test_phase1_teacher_cache_gives_the_live_teachers_losses(
         assert ("caching the teacher's outputs" in capsys.readouterr().out) == (budget == "1")
     assert len(losses["1"]) == 4
     assert losses["1"] == pytest.approx(losses["0"], rel=1e-5)
+
+
+def test_predict_on_a_roberta_teacher_says_what_serves_it(tmp_path: Path, capsys) -> None:
+    teacher = write_teacher(tmp_path / "r", "roberta", head="sequence")
+    assert main(["predict", str(tmp_path / "none.txt"), f"--model={teacher}"]) == 2
+    err = capsys.readouterr().err
+    assert "model_type is 'roberta'" in err and "export/predict serve their students" in err

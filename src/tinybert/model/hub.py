@@ -123,7 +123,10 @@ def load_model_config(model_dir: str | Path) -> BertConfig:
     d = read_config_json(model_dir)
     if d.get("model_type", "bert") != "bert":
         raise UserError(
-            f"{path}: model_type is '{d['model_type']}'; only BERT models ('bert') are supported"
+            f"{path}: model_type is '{d['model_type']}'; this needs a BERT (a tinybert student "
+            "or a BERT teacher): teachers of other types are read by finetune, general-distill, "
+            "task-distill, augment, evaluate and benchmark, and export/predict serve their "
+            "students"
         )
     try:
         return BertConfig.from_dict(d)
