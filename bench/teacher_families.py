@@ -37,6 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from td_step import make_batch  # bench/ is on sys.path when run as a script
 
 BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
 SHAPES: dict[str, dict] = {
@@ -88,18 +89,6 @@ def save_teacher(model_type: str, folder: Path) -> Path:
     torch.manual_seed(0)
     transformers.AutoModelForSequenceClassification.from_config(config).save_pretrained(folder)
     return folder
-
-
-def batch(size: int, seq: int, device: torch.device) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(1000, 30000, (size, seq), generator=g)
-    return {
-        "input_ids": ids.to(device),
-        "attention_mask": torch.ones_like(ids).to(device),
-        "token_type_ids": torch.zeros_like(ids).to(device),
-        "labels": torch.randint(0, 2, (size,), generator=g).to(device),
-        "index": torch.arange(size).to(device),
-    }
 
 
 def timers(folder: Path, b: dict, device: torch.device) -> dict[str, Callable[[], None]]:
@@ -187,7 +176,7 @@ def main() -> None:
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args()
     device = torch.device(args.device)
-    b = batch(args.batch, args.seq, device)
+    b = make_batch(device, args.batch, args.seq)
     rows = []
     print(
         f"{'family':>12} {'prec':>4} {'td step':>9} {'ours fwd':>9} {'eager fwd':>9} {'ratio':>6}"

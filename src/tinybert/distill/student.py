@@ -146,13 +146,7 @@ def teacher_record(teacher: Teacher) -> dict[str, str]:
 def bert_weights_refusal(teacher: Teacher) -> str:
     """Why the teacher's weights cannot start a BERT student ("" when they can: BERT, RoBERTa,
     XLM-R, DistilBERT, ELECTRA with embeddings as wide as its hidden states)."""
-    if not isinstance(teacher, HFModel):
-        return ""
-    try:
-        teacher.bert_state_dict()
-    except UserError as e:
-        return str(e)
-    return ""
+    return teacher.bert_refusal() if isinstance(teacher, HFModel) else ""
 
 
 def resolve_start(
@@ -287,13 +281,21 @@ def _from_checkpoint(cfg: StudentConfig, head: Head, labels: dict) -> AnyBertMod
 
 def _random(cfg: StudentConfig, teacher: BertConfig, head: Head, labels: dict) -> AnyBertModel:
     if head == "encoder":
-        return BertModel(student_shape(cfg, teacher), add_pooling_layer=False)
+        return _bert_of(head, student_shape(cfg, teacher))
     if head == "token":
-        return BertForTokenClassification(student_shape(cfg, teacher, **labels))
+        return _bert_of(head, student_shape(cfg, teacher, **labels))
     problem = "regression" if labels["num_labels"] == 1 else "single_label_classification"
-    return BertForSequenceClassification(
-        student_shape(cfg, teacher, problem_type=problem, **labels)
-    )
+    return _bert_of(head, student_shape(cfg, teacher, problem_type=problem, **labels))
+
+
+def _bert_of(head: str, config: BertConfig) -> AnyBertModel:
+    """A randomly initialised tinybert BERT of `config` with `head` (no pooler on an encoder:
+    GD gives every parameter a gradient, which DDP needs)."""
+    if head == "encoder":
+        return BertModel(config, add_pooling_layer=False)
+    if head == "token":
+        return BertForTokenClassification(config)
+    return BertForSequenceClassification(config)
 
 
 def _from_teacher_layers(cfg: StudentConfig, teacher: Teacher) -> AnyBertModel:
@@ -308,7 +310,7 @@ def _from_teacher_layers(cfg: StudentConfig, teacher: Teacher) -> AnyBertModel:
     config = replace(teacher.config, num_hidden_layers=len(layers))
     if isinstance(teacher, HFModel):  # its weights under BERT names; a head may be missing
         state = teacher.bert_state_dict()
-        student: AnyBertModel = _random_like(teacher, config)
+        student: AnyBertModel = _bert_of(teacher.head, config)
     else:
         state = teacher.state_dict()
         student = type(teacher)(config)
@@ -323,12 +325,3 @@ def _from_teacher_layers(cfg: StudentConfig, teacher: Teacher) -> AnyBertModel:
     if new:
         tqdm.write(f"student: newly initialised (not in the teacher): {', '.join(new)}")
     return student
-
-
-def _random_like(teacher: HFModel, config: BertConfig) -> AnyBertModel:
-    """A randomly initialised tinybert BERT with the teacher's head kind, of `config`."""
-    if teacher.head == "token":
-        return BertForTokenClassification(config)
-    if teacher.head == "encoder":
-        return BertModel(config, add_pooling_layer=False)
-    return BertForSequenceClassification(config)

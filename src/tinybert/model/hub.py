@@ -93,8 +93,14 @@ def saved_head(model_dir: str | Path) -> Literal["sequence", "token"]:
     """The head a saved model was trained with, from config.json's "architectures": "token"
     for BertForTokenClassification (NER), else "sequence". The one place that decides it."""
     load_model_config(model_dir)  # a clear error for a missing or broken config.json
-    raw = json.loads((Path(model_dir) / CONFIG_FILE).read_text(encoding="utf-8"))
-    token = "BertForTokenClassification" in (raw.get("architectures") or [])
+    return head_of(read_config_json(model_dir))
+
+
+def head_of(config: dict[str, Any]) -> Literal["sequence", "token"]:
+    """A config.json's task head by its "architectures": "token" for a
+    ...ForTokenClassification (BERT's, RoBERTa's, ...), else "sequence"."""
+    names = config.get("architectures") or []
+    token = any(str(n).endswith("ForTokenClassification") for n in names)
     return "token" if token else "sequence"
 
 

@@ -45,6 +45,7 @@ from tinybert.model.hub import (
     CONFIG_FILE,
     TOKENIZER_FILES,
     LoadReport,
+    head_of,
     load_model,
     read_config_json,
     save_model,
@@ -82,9 +83,7 @@ def any_saved_head(model_dir: str | Path) -> Literal["sequence", "token"]:
     """The task head a saved model of any family has, from config.json's "architectures":
     "token" for a ...ForTokenClassification, else "sequence" (hub.saved_head for BERT)."""
     model_family(model_dir)  # a clear error for a missing, broken or unsupported config.json
-    names = _raw_config(model_dir).get("architectures") or []
-    token = any(str(n).endswith("ForTokenClassification") for n in names)
-    return "token" if token else "sequence"
+    return head_of(_raw_config(model_dir))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,15 +221,7 @@ class HFModel(nn.Module):
     def save(self, out_dir: str | Path) -> None:
         """The model as a Hugging Face directory in its own family's format (save_pretrained,
         safetensors): transformers' Auto classes load it as they loaded the original."""
-        hf = self.hf
-        impl = hf.config._attn_implementation
-        hf.config._attn_implementation = (
-            "eager" if self.family.attention == "probabilities" else "sdpa"
-        )
-        try:
-            hf.save_pretrained(out_dir, safe_serialization=True)
-        finally:
-            hf.config._attn_implementation = impl
+        self.hf.save_pretrained(out_dir, safe_serialization=True)  # no attention choice saved
 
     def bert_state_dict(self) -> dict[str, Tensor]:
         """The weights under tinybert BERT names (bert.embeddings..., bert.encoder.layer.N...,
@@ -238,13 +229,20 @@ class HFModel(nn.Module):
         RoBERTa's position table loses its first pad_token_id + 1 rows (its positions start
         there); a RoBERTa sequence head (dense, tanh, out_proj on <s>) is BERT's pooler and
         classifier exactly; ELECTRA's and DistilBERT's sequence heads (GELU/ReLU) are left out."""
-        if not self.family.bert_shaped or not _embeddings_fit(self.hf.config):
-            raise UserError(
-                f"a {self.family.label} teacher's blocks are not BERT's, so its weights cannot "
-                "start a BERT student; use student.init=random (or general-distill a student "
-                "first and give it as student.path)"
-            )
+        if refusal := self.bert_refusal():
+            raise UserError(refusal)
         return _bert_names(self.hf.state_dict(), self.family, self.config, self.head)
+
+    def bert_refusal(self) -> str:
+        """Why the weights cannot start a BERT student; "" when they can (RoBERTa, XLM-R,
+        DistilBERT, ELECTRA with embeddings as wide as its hidden states)."""
+        if self.family.bert_shaped and _embeddings_fit(self.hf.config):
+            return ""
+        return (
+            f"a {self.family.label} teacher's blocks are not BERT's, so its weights cannot "
+            "start a BERT student; use student.init=random (or general-distill a student "
+            "first and give it as student.path)"
+        )
 
 
 # A teacher: tinybert's BERT, or a model of another family behind the same forward.
@@ -349,7 +347,6 @@ def _bert_name(key: str, family: Family, head: str) -> str | None:
         "xlm-roberta": "roberta.",
         "electra": "electra.",
         "distilbert": "distilbert.",
-        "bert": "bert.",
     }[family.name]
     if key.startswith("embeddings.") or key.startswith(("encoder.", "transformer.")):
         key = prefix + key  # a bare encoder's keys
