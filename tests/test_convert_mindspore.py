@@ -531,7 +531,7 @@ def test_loads_in_tinybert_and_transformers_with_equal_outputs(
     hf.eval()
     ids, mask, types = _inputs(n_tokens(vocab))
     with torch.no_grad():
-        got = ours(ids, mask, types)
+        got = ours(ids, mask, types, output_hidden_states=True)  # every row of the last layer
         want = hf(
             input_ids=ids, attention_mask=mask, token_type_ids=types, output_hidden_states=True
         )
@@ -645,7 +645,7 @@ def test_gd_student_reproduces_mindspore(real):
 def test_td_classifier_reproduces_mindspore(real):
     outputs, _, out = real
     model, _ = load_model(out / "td_cls.ckpt")
-    got = _run(model, outputs)
+    got = _run(model, outputs, output_hidden_states=True)  # every row of the last layer
     np.testing.assert_allclose(got.logits.numpy(), outputs["cls_logits"], atol=PARITY, rtol=0)
     log_probs = torch.log_softmax(got.logits, -1).numpy()
     np.testing.assert_allclose(log_probs, outputs["cls_log_probs"], atol=PARITY, rtol=0)

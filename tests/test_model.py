@@ -184,6 +184,33 @@ def test_output_fields_and_shapes():
     assert token(ids).logits.shape == (3, 7, 4)
 
 
+@pytest.mark.parametrize("scores", [False, True])
+def test_sequence_head_computes_the_last_layer_for_cls_alone(scores):
+    """The sequence head reads the pooled [CLS] row only, so its last layer computes that row
+    alone: same logits and same gradients as the full last layer (hidden states asked for),
+    through both attention paths; the token head and explicit requests keep every row."""
+    _, ours = hf_and_ours("sequence")
+    inputs = batch()
+    want_scores = [0] if scores else False  # scores of a non-last layer: explicit path there
+    fast = ours(**inputs, output_attention_scores=want_scores)
+    assert fast.last_hidden_state.shape == (3, 1, 32)
+    fast.logits.square().sum().backward()
+    fast_grads = {n: p.grad.clone() for n, p in ours.named_parameters()}
+    ours.zero_grad()
+    full = ours(**inputs, output_hidden_states=True, output_attention_scores=want_scores)
+    assert full.last_hidden_state.shape == (3, 7, 32)
+    full.logits.square().sum().backward()
+    torch.testing.assert_close(fast.logits, full.logits, atol=ATOL, rtol=0)
+    for name, param in ours.named_parameters():
+        torch.testing.assert_close(fast_grads[name], param.grad, atol=ATOL, rtol=0, msg=name)
+    last = TINY["num_hidden_layers"] - 1
+    with torch.no_grad():  # the last layer's scores are every row's: the full layer runs
+        assert ours(**inputs, output_attention_scores=[last]).last_hidden_state.shape[1] == 7
+        ours.to(torch.bfloat16)  # CPU bf16 takes the explicit attention path
+        low = ours(**inputs).logits.float()
+    torch.testing.assert_close(low, full.logits.detach(), atol=0.05, rtol=0)
+
+
 def test_training_mode_backward_on_both_paths():
     torch.manual_seed(0)
     model = BertForSequenceClassification(BertConfig(**TINY)).train()

@@ -10,7 +10,8 @@ The export folder is all a server needs:
                           type_vocab_size 1: a RoBERTa-style student); output logits: (B, C),
                           or (B, T, C) for a token head
     model_optimized.onnx  (optimize) ONNX Runtime's BERT fusions: Attention,
-                          EmbedLayerNormalization, SkipLayerNormalization, BiasGelu
+                          EmbedLayerNormalization, BiasGelu (not SkipLayerNormalization:
+                          slower on CPU, see runtime.SLOW_FUSIONS)
     model_int8.onnx       (int8) weights quantised to int8, activations at run time (dynamic)
     config.json, vocab.txt / tokenizer.json ...   labels (id2label) and the tokenizer
     export.json           what the checks measured: logit differences, sizes, metrics
@@ -119,6 +120,11 @@ class ExportableBert(nn.Module):
     EmbedLayerNormalization fuses; the padding mask is HF's additive (1 - mask) * min built once, so Attention fuses; and
     there is no data-dependent "no padding" branch, which tracing would freeze.
 
+    A sequence head's last layer computes the [CLS] row alone (keys and values from every
+    token), the one row the pooler reads, as the PyTorch model does: 1.25-1.3x faster serving
+    of a 4-layer student (BENCHMARKS.md, serving). ORT's attention fusion does not match that
+    layer; the others fuse.
+
     A model with one segment (type_vocab_size 1) has no token_type_ids input: its one
     token-type row is added to every position row once, here (word + position-and-type, the
     pattern ONNX Runtime fuses for models without segments), instead of at every call.
@@ -161,21 +167,25 @@ class ExportableBert(nn.Module):
         # 0 for real tokens, finfo.min for padding: the values the model's masked_fill uses.
         bias = (1.0 - attention_mask[:, None, None, :].to(h.dtype)) * torch.finfo(h.dtype).min
         # nn.ModuleList is not generic; the encoder's entries are Layers.
-        for layer in cast(Sequence[Layer], bert.encoder.layer):
-            a = layer.attention.output(_attend(layer.attention.self, h, bias), h)
+        layers = cast(Sequence[Layer], bert.encoder.layer)
+        for i, layer in enumerate(layers):
+            rows = h[:, :1] if not self.token_head and i == len(layers) - 1 else h
+            a = layer.attention.output(_attend(layer.attention.self, rows, h, bias), rows)
             h = layer.output(layer.intermediate(a), a)
         pooler = bert.pooler  # None exactly for the token head
         return self.model.head(h if self.token_head or pooler is None else pooler(h))
 
 
-def _attend(att: SelfAttention, x: Tensor, bias: Tensor) -> Tensor:
-    """Multi-head attention of x (B, T, H) with an additive bias (B, 1, 1, T) -> (B, T, H)."""
-    B, T, _ = x.shape
+def _attend(att: SelfAttention, rows: Tensor, x: Tensor, bias: Tensor) -> Tensor:
+    """Multi-head attention of the query rows (B, R, H) over x (B, T, H) with an additive bias
+    (B, 1, 1, T) -> (B, R, H)."""
+    B = x.size(0)
     q, k, v = (
-        lin(x).view(B, T, att.num_heads, att.head_size).transpose(1, 2)  # (B, A, T, D)
-        for lin in (att.query, att.key, att.value)
+        lin(y).view(B, -1, att.num_heads, att.head_size).transpose(1, 2)  # (B, A, R|T, D)
+        for lin, y in ((att.query, rows), (att.key, x), (att.value, x))
     )
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias).transpose(1, 2).reshape(B, T, -1)
+    context = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, A, R, D)
+    return context.transpose(1, 2).reshape(B, rows.size(1), -1)
 
 
 def has_segments(model: BertTaskModel) -> bool:
@@ -230,12 +240,21 @@ def write_onnx(model: BertTaskModel, path: Path, opset: int = MIN_OPSET) -> None
 
 
 def optimize_onnx(src: Path, dst: Path, num_heads: int, hidden_size: int) -> dict[str, int]:
-    """ONNX Runtime's transformer optimizer (model_type "bert"). Returns fused op -> count."""
+    """ONNX Runtime's transformer optimizer (model_type "bert"), all its BERT fusions but
+    SkipLayerNormalization (see runtime.SLOW_FUSIONS). Returns fused op -> count."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
+    options = FusionOptions("bert")
+    options.enable_skip_layer_norm = False
+    options.enable_bias_skip_layer_norm = False
     with _quiet_logging():
         optimized = optimize_model(
-            str(src), model_type="bert", num_heads=num_heads, hidden_size=hidden_size
+            str(src),
+            model_type="bert",
+            num_heads=num_heads,
+            hidden_size=hidden_size,
+            optimization_options=options,
         )
         optimized.save_model_to_file(str(dst))
     return {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}

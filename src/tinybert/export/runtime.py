@@ -25,6 +25,12 @@ OPTIMIZED_FILE = "model_optimized.onnx"
 INT8_FILE = "model_int8.onnx"
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "logits"
+# ONNX Runtime fusions left out at load time because the fused kernel is slower than the ops it
+# replaces. SkipLayerNormalization (residual add + LayerNorm in one op) took 5x as long as Add +
+# LayerNormalization on ORT 1.31's CPU kernels: 0.76 vs 0.15 ms at (32, 27, 312), 1.83 vs 0.32
+# ms at 768 wide (bench/ort_ops.py; BENCHMARKS.md, serving); the int8 student ran 1.1x faster
+# without it.
+SLOW_FUSIONS = ("SkipLayerNormFusion",)
 
 
 EXPORT_SUBDIR = "onnx"  # `tinybert export --model DIR` writes DIR/onnx by default
@@ -89,7 +95,10 @@ class OnnxLogits:
         options.log_severity_level = 3  # errors only: no warnings about unused initialisers
         try:
             self.session = ort.InferenceSession(
-                str(self.path), options, providers=["CPUExecutionProvider"]
+                str(self.path),
+                options,
+                providers=["CPUExecutionProvider"],
+                disabled_optimizers=list(SLOW_FUSIONS),
             )
         except Exception as e:  # ORT raises its own exception types for unreadable graphs
             raise UserError(f"{self.path}: not a loadable ONNX model ({e})") from None

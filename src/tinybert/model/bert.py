@@ -143,7 +143,7 @@ class BertOutput:
     # L x (B, A, T, T), scaled + masked, pre-softmax; a layer not asked for (see
     # BertModel.forward) holds None
     attention_scores: tuple[Tensor, ...] | None
-    last_hidden_state: Tensor | None = None  # (B, T, H)
+    last_hidden_state: Tensor | None = None  # (B, T, H); (B, 1, H) under pooled_only
     pooled_output: Tensor | None = None  # (B, H)
 
 
@@ -185,17 +185,19 @@ class SelfAttention(nn.Module):
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
 
     def forward(
-        self, x: Tensor, keep: Tensor | None, return_scores: bool = False
+        self, x: Tensor, keep: Tensor | None, return_scores: bool = False, first_only: bool = False
     ) -> tuple[Tensor, Tensor | None]:
         """x (B, T, H), keep (B, T) bool, True = real token (None: all real).
 
-        Returns the context (B, T, H) and, if asked, the scores (B, A, T, T): QK^T/sqrt(D) with
+        Returns the context (B, R, H) and, if asked, the scores (B, A, R, T): QK^T/sqrt(D) with
         masked keys set to finfo(dtype).min, i.e. exactly what HF's eager path feeds to softmax.
+        R = T, or 1 with first_only: only position 0 queries (keys and values are every token).
         """
-        B, T, _ = x.shape
+        B = x.size(0)
+        rows = x[:, :1] if first_only else x
         q, k, v = (
-            lin(x).view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, A, T, D)
-            for lin in (self.query, self.key, self.value)
+            lin(y).view(B, -1, self.num_heads, self.head_size).transpose(1, 2)  # (B, A, R|T, D)
+            for lin, y in ((self.query, rows), (self.key, x), (self.value, x))
         )
         # A finite minimum (not -inf, not a bool mask) keeps a fully padded sequence NaN-free:
         # its softmax is uniform instead of 0/0. Built in the compute dtype so autocast keeps it.
@@ -215,7 +217,8 @@ class SelfAttention(nn.Module):
             p = self.dropout.p if self.training else 0.0
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
             scores = None
-        return context.transpose(1, 2).reshape(B, T, -1), scores if return_scores else None
+        context = context.transpose(1, 2).reshape(B, rows.size(1), -1)  # (B, R, H)
+        return context, scores if return_scores else None
 
 
 def explicit_is_faster(q: Tensor) -> bool:
@@ -252,10 +255,11 @@ class Attention(nn.Module):
         self.output = ResidualOutput(config, config.hidden_size)
 
     def forward(
-        self, x: Tensor, keep: Tensor | None, return_scores: bool
+        self, x: Tensor, keep: Tensor | None, return_scores: bool, first_only: bool = False
     ) -> tuple[Tensor, Tensor | None]:
-        context, scores = self.self(x, keep, return_scores)
-        return self.output(context, x), scores
+        """(B, T, H) -> (B, R, H) (R = T, or 1 with first_only) and the scores or None."""
+        context, scores = self.self(x, keep, return_scores, first_only)
+        return self.output(context, x[:, :1] if first_only else x), scores
 
 
 class Intermediate(nn.Module):
@@ -281,10 +285,11 @@ class Layer(nn.Module):
         self.output = ResidualOutput(config, config.intermediate_size)
 
     def forward(
-        self, x: Tensor, keep: Tensor | None, return_scores: bool
+        self, x: Tensor, keep: Tensor | None, return_scores: bool, first_only: bool = False
     ) -> tuple[Tensor, Tensor | None]:
-        """(B, T, H) -> (B, T, H) and the layer's scores (B, A, T, T) or None."""
-        h, scores = self.attention(x, keep, return_scores)
+        """(B, T, H) -> (B, T, H) and the layer's scores (B, A, T, T) or None. first_only:
+        position 0's output alone, (B, 1, H) (every token still serves as key and value)."""
+        h, scores = self.attention(x, keep, return_scores, first_only)
         return self.output(self.intermediate(h), h), scores
 
 
@@ -391,9 +396,16 @@ class BertModel(nn.Module):
         token_type_ids: Tensor | None = None,
         output_hidden_states: bool = False,
         output_attention_scores: bool | Collection[int] = False,
+        pooled_only: bool = False,
     ) -> BertOutput:
         """input_ids (B, T) long; attention_mask (B, T) 1 = real token, 0 = padding (None: all
         real); token_type_ids (B, T) segment ids (None: all 0).
+
+        pooled_only: the caller reads the pooled [CLS] vector and nothing else per token (a
+        sequence head's logits). Unless hidden states or the last layer's scores are asked for,
+        the last layer then computes position 0 alone (its keys and values still come from
+        every token), so last_hidden_state is (B, 1, H): the same pooled output (within float
+        rounding) for about 1/L less work, forward and backward.
 
         With output_attention_scores, attention is computed explicitly so that the scores exist;
         otherwise it goes through F.scaled_dot_product_attention (fused kernels, less memory),
@@ -415,8 +427,10 @@ class BertModel(nn.Module):
         h = self.embeddings(input_ids, token_type_ids)
         wanted = score_layers(output_attention_scores, len(self.encoder.layer))
         hidden, scores = [h], []
+        last = len(self.encoder.layer) - 1
+        first_only = pooled_only and not output_hidden_states and last not in wanted
         for i, layer in enumerate(self.encoder.layer):
-            h, s = layer(h, keep, i in wanted)
+            h, s = layer(h, keep, i in wanted, first_only and i == last)
             hidden.append(h)
             scores.append(s)
         return BertOutput(
@@ -431,6 +445,9 @@ class BertModel(nn.Module):
 class _Classifier(nn.Module):
     """What both task heads share: the encoder, then dropout, the config's
     classifier_activation (if any) and a linear layer on the features `_features` picks."""
+
+    # Whether the logits read the [CLS] row alone (then the last layer computes only it).
+    reads_cls_only: ClassVar[bool] = False
 
     def __init__(self, config: BertConfig, add_pooling_layer: bool):
         super().__init__()
@@ -450,7 +467,12 @@ class _Classifier(nn.Module):
     ) -> BertOutput:
         """Same inputs as BertModel.forward; logits (B, C), or (B, T, C) for a token head."""
         out = self.bert(
-            input_ids, attention_mask, token_type_ids, output_hidden_states, output_attention_scores
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            output_hidden_states,
+            output_attention_scores,
+            pooled_only=self.reads_cls_only,
         )
         out.logits = self.head(self._features(out))
         return out
@@ -467,6 +489,8 @@ class _Classifier(nn.Module):
 
 class BertForSequenceClassification(_Classifier):
     """Encoder + dropout + linear on the pooled [CLS] vector; num_labels == 1 is regression."""
+
+    reads_cls_only = True
 
     def __init__(self, config: BertConfig):
         super().__init__(config, add_pooling_layer=True)

@@ -67,7 +67,7 @@ def add_export_args(p: argparse.ArgumentParser) -> None:
         "--optimize",
         action="store_true",
         help="also write model_optimized.onnx: ONNX Runtime's BERT fusions (fused Attention, "
-        "EmbedLayerNormalization, SkipLayerNormalization, BiasGelu)",
+        "EmbedLayerNormalization, BiasGelu)",
     )
     p.add_argument(
         "--int8",
