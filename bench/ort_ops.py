@@ -27,7 +27,7 @@ def layer_norm_graph(width: int, fused: bool) -> bytes:
     """y = LayerNorm(x + skip) over the last axis, as one op or as Add + LayerNormalization."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "t", width])
     skip = helper.make_tensor_value_info("skip", TensorProto.FLOAT, ["b", "t", width])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "t", width])
     gamma = helper.make_tensor("gamma", TensorProto.FLOAT, [width], np.ones(width, np.float32))
     beta = helper.make_tensor("beta", TensorProto.FLOAT, [width], np.zeros(width, np.float32))
     if fused:
