@@ -121,7 +121,7 @@ class ExportableBert(nn.Module):
     there is no data-dependent "no padding" branch, which tracing would freeze.
 
     A sequence head's last layer computes the [CLS] row alone (keys and values from every
-    token), the one row the pooler reads, as the PyTorch model does: 1.2-1.4x faster serving
+    token), the one row the pooler reads, as the PyTorch model does: 1.1-1.25x faster serving
     of a 4-layer student (BENCHMARKS.md, serving). ORT's attention fusion does not match that
     layer; the others fuse.
 

@@ -28,7 +28,7 @@ OUTPUT_NAME = "logits"
 # ONNX Runtime fusions left out at load time because the fused kernel is slower than the ops it
 # replaces. SkipLayerNormalization (residual add + LayerNorm in one op) took 6-7x as long as Add
 # + LayerNormalization on ORT 1.31's CPU kernels: 0.72 vs 0.11 ms at (32, 27, 312), 1.83 vs 0.28
-# ms at 768 wide (bench/ort_ops.py; BENCHMARKS.md, serving); the int8 student ran 1.06-1.34x
+# ms at 768 wide (bench/ort_ops.py; BENCHMARKS.md, serving); the int8 student ran up to 1.1x
 # faster without it.
 SLOW_FUSIONS = ("SkipLayerNormFusion",)
 
