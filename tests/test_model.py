@@ -188,7 +188,8 @@ def test_output_fields_and_shapes():
 def test_sequence_head_computes_the_last_layer_for_cls_alone(scores):
     """The sequence head reads the pooled [CLS] row only, so its last layer computes that row
     alone: same logits and same gradients as the full last layer (hidden states asked for),
-    through both attention paths; the token head and explicit requests keep every row."""
+    through both attention paths; asking for hidden states or the last layer's scores keeps
+    every row (the token head always does: test_output_fields_and_shapes)."""
     _, ours = hf_and_ours("sequence")
     inputs = batch()
     want_scores = [0] if scores else False  # scores of a non-last layer: explicit path there
