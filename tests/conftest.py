@@ -75,6 +75,41 @@ def write_sst2(directory: Path, n_train: int = 48, n_dev: int = 16) -> Path:
     return directory
 
 
+def check_mlm_augment(directory: Path, model, tok, tmp_path: Path, capsys) -> tuple[dict, Path]:
+    """The masked LM saved in `directory` (loaded as tinybert's `model`, tokenizer `tok`): its
+    augmentation top-k at two [MASK]s equals transformers' logits' top-k (the excluded ids left
+    out), and `tinybert augment` with it on a tiny SST-2 succeeds and replaces words by the MLM.
+    Returns the augment summary and the run folder."""
+    import transformers
+
+    from tinybert.cli import main
+    from tinybert.data.word_replacement import candidate_exclusions
+    from tinybert.recipes.augment import mlm_topk
+
+    excluded = candidate_exclusions(tok)
+    mask = tok.specials.mask_id
+    topk = mlm_topk(model, torch.device("cpu"), "fp32", mask, tok.specials.pad_id, excluded)
+    rows = [tok.encode("the movie was good").ids, tok.encode("a bad film").ids]
+    rows[0][2], rows[1][1] = mask, mask
+    hf = transformers.AutoModelForMaskedLM.from_pretrained(directory).eval()
+    for row, ids in zip(rows, topk(rows, 5), strict=True):
+        with torch.no_grad():
+            logits = hf(torch.tensor([row])).logits[0, row.index(mask)]
+        logits[excluded] = float("-inf")
+        assert ids.tolist() == torch.topk(logits, 5).indices.tolist()
+
+    data = write_sst2(tmp_path / "SST-2", n_train=6, n_dev=2)
+    run_dir = tmp_path / "run"
+    code = main(
+        ["augment", f"task.data_dir={data}", f"output_dir={run_dir}", f"augment.mlm={directory}",
+         "augment.n=2", "augment.p=1", "device=cpu", "augment.precision=fp32"]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((run_dir / "augmented" / "train.tsv.summary.json").read_text())
+    assert report["mlm"] is True and report["words"]["replaced_mlm"] > 0
+    return report, run_dir
+
+
 def majority_rate(tsv: Path) -> float:
     """The accuracy of always answering a file's most common label (its last, `label`, column):
     the bar a trained model has to clear."""

@@ -30,7 +30,7 @@ from tinybert.data.words import match_case, split_words
 from tinybert.errors import UserError
 from tinybert.recipes.augment import run_augment
 
-from .conftest import write_sst2, write_vocab
+from .conftest import check_mlm_augment, write_sst2, write_vocab
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 GLUE = FIXTURES / "glue"
@@ -453,36 +453,13 @@ def write_tiny_hf_mlm(directory: Path) -> Path:
 
 
 def test_mlm_topk_matches_transformers_and_the_command_uses_it(tmp_path, capsys):
-    import transformers  # a dev dependency: missing, the test fails rather than skips
-
     from tinybert.model import load_model
-    from tinybert.recipes.augment import mlm_topk
 
     directory = write_tiny_hf_mlm(tmp_path / "mlm")
     tok = load_tokenizer(directory)
-    mask = tok.token_to_id("[MASK]")
+    assert tok.specials.mask_id == tok.token_to_id("[MASK]") and tok.specials.pad_id == 0
     model, _ = load_model(directory, head="mlm")
-    excluded = candidate_exclusions(tok)
-    topk = mlm_topk(model, torch.device("cpu"), "fp32", mask, 0, excluded)
-    rows = [tok.encode("the movie was good").ids, tok.encode("a bad film").ids]
-    rows[0][2], rows[1][1] = mask, mask
-    got = topk(rows, 5)
-    hf = transformers.BertForMaskedLM.from_pretrained(directory).eval()
-    for row, ids in zip(rows, got, strict=True):
-        with torch.no_grad():
-            logits = hf(torch.tensor([row])).logits[0, row.index(mask)]
-        logits[excluded] = float("-inf")
-        assert ids.tolist() == torch.topk(logits, 5).indices.tolist()
-
-    data = write_sst2(tmp_path / "SST-2", n_train=6, n_dev=2)
-    run_dir = tmp_path / "run"
-    code = main(
-        ["augment", f"task.data_dir={data}", f"output_dir={run_dir}", f"augment.mlm={directory}",
-         "augment.n=2", "augment.p=1", "device=cpu", "augment.precision=fp32"]
-    )  # fmt: skip
-    assert code == 0, capsys.readouterr().err
-    report = json.loads((run_dir / "augmented" / "train.tsv.summary.json").read_text())
-    assert report["mlm"] is True and report["words"]["replaced_mlm"] > 0
+    report, run_dir = check_mlm_augment(directory, model, tok, tmp_path, capsys)
     assert report["mlm_sentences"] > 0 and report["words"]["replaced_vectors"] == 0
     back, _ = read_examples(get_task("sst2"), run_dir / "augmented" / "train.tsv")
     assert len(back) == report["rows_out"]

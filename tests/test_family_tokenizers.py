@@ -408,38 +408,11 @@ def test_mlm_candidates_with_bpe_and_unigram_tokenizers(family_dirs, model_type)
 
 @pytest.mark.parametrize("model_type", ["roberta", "xlm-roberta"])
 def test_augment_command_with_a_non_bert_mlm(tmp_path, model_type, capsys):
-    import torch
-    import transformers
-
-    from tinybert.cli import main
-    from tinybert.data.word_replacement import candidate_exclusions
     from tinybert.model import load_any_model
-    from tinybert.recipes.augment import mlm_topk
 
-    from .conftest import write_sst2
+    from .conftest import check_mlm_augment
     from .families import write_teacher
 
     directory = write_teacher(tmp_path / model_type, model_type, head="mlm")
-    tok = load_tokenizer(directory)
     model, _ = load_any_model(directory, head="mlm")
-    excluded = candidate_exclusions(tok)
-    mask = tok.specials.mask_id
-    topk = mlm_topk(model, torch.device("cpu"), "fp32", mask, tok.specials.pad_id, excluded)
-    rows = [tok.encode("the movie was good").ids, tok.encode("a bad film").ids]
-    rows[0][2], rows[1][1] = mask, mask
-    hf = transformers.AutoModelForMaskedLM.from_pretrained(directory).eval()
-    for row, ids in zip(rows, topk(rows, 5), strict=True):
-        with torch.no_grad():
-            logits = hf(torch.tensor([row])).logits[0, row.index(mask)]
-        logits[excluded] = float("-inf")
-        assert ids.tolist() == torch.topk(logits, 5).indices.tolist()
-
-    data = write_sst2(tmp_path / "SST-2", n_train=6, n_dev=2)
-    run_dir = tmp_path / "run"
-    code = main(
-        ["augment", f"task.data_dir={data}", f"output_dir={run_dir}", f"augment.mlm={directory}",
-         "augment.n=2", "augment.p=1", "device=cpu", "augment.precision=fp32"]
-    )  # fmt: skip
-    assert code == 0, capsys.readouterr().err
-    report = json.loads((run_dir / "augmented" / "train.tsv.summary.json").read_text())
-    assert report["mlm"] is True and report["words"]["replaced_mlm"] > 0
+    check_mlm_augment(directory, model, load_tokenizer(directory), tmp_path, capsys)
